@@ -1,0 +1,220 @@
+"""The single source of truth for names, event patterns and defaults.
+
+Both the CDK app (``infra/``) and the embedded runtime (``ocrloop.local``) read this module, so a rule
+deployed on EventBridge and the in-process bus match exactly the same events.
+
+Event shapes follow the AWS documentation "Amazon SageMaker events in EventBridge"
+(https://docs.aws.amazon.com/sagemaker/latest/dg/automating-sagemaker-with-eventbridge.html) and
+"Amazon S3 Event Notifications with EventBridge"
+(https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html).
+
+This module imports nothing beyond the standard library: it is loaded by Lambda functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+PROJECT = "ocrloop"
+
+# --- EventBridge detail-types (source aws.sagemaker / aws.s3) ---------------------------------
+DT_OBJECT_CREATED = "Object Created"
+DT_LABELING_JOB = "SageMaker Ground Truth Labeling Job State Change"
+DT_TRAINING_JOB = "SageMaker Training Job State Change"
+DT_MODEL_PACKAGE = "SageMaker Model Package State Change"
+DT_ENDPOINT = "SageMaker Endpoint State Change"
+
+# --- Handler names: one EventBridge rule per transition ---------------------------------------
+START_LABELING = "start_labeling"
+ON_LABELING_COMPLETED = "on_labeling_completed"
+ON_TRAINING_COMPLETED = "on_training_completed"
+ON_MODEL_APPROVED = "on_model_approved"
+ON_ENDPOINT_UPDATED = "on_endpoint_updated"
+
+
+def event_patterns(
+    raw_bucket: str,
+    model_package_group: str,
+    endpoint_name: str,
+    training_job_prefix: str = f"{PROJECT}-",
+    labeling_job_prefix: str = f"{PROJECT}-",
+) -> dict[str, dict[str, Any]]:
+    """EventBridge event patterns, one per handler.
+
+    The same dicts are given to ``aws_events.Rule(event_pattern=...)`` by the CDK app and to the
+    local in-process bus (``ocrloop.local.bus``), which implements EventBridge's matching rules for
+    the subset used here (exact values, ``prefix``, ``anything-but``) per
+    https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-event-patterns-content-based-filtering.html.
+
+    Args:
+        raw_bucket: bucket (or local folder name) that receives new drawings.
+        model_package_group: SageMaker model package group name.
+        endpoint_name: the serving endpoint name.
+        training_job_prefix / labeling_job_prefix: only jobs ocrloop started match.
+
+    Returns:
+        ``{handler_name: pattern}``.
+    """
+    return {
+        START_LABELING: {
+            "source": ["aws.s3"],
+            "detail-type": [DT_OBJECT_CREATED],
+            "detail": {
+                "bucket": {"name": [raw_bucket]},
+                "object": {"key": [{"prefix": "drawings/"}]},
+            },
+        },
+        ON_LABELING_COMPLETED: {
+            "source": ["aws.sagemaker"],
+            "detail-type": [DT_LABELING_JOB],
+            # The Labeling Job State Change detail carries only LabelingJobStatus; the job ARN is
+            # resources[0]. Name filtering happens in the handler.
+            "detail": {"LabelingJobStatus": ["Completed"]},
+        },
+        ON_TRAINING_COMPLETED: {
+            "source": ["aws.sagemaker"],
+            "detail-type": [DT_TRAINING_JOB],
+            "detail": {
+                "TrainingJobName": [{"prefix": training_job_prefix}],
+                "TrainingJobStatus": ["Completed", "Failed", "Stopped"],
+            },
+        },
+        ON_MODEL_APPROVED: {
+            "source": ["aws.sagemaker"],
+            "detail-type": [DT_MODEL_PACKAGE],
+            "detail": {
+                "ModelPackageGroupName": [model_package_group],
+                "ModelApprovalStatus": ["Approved", "Rejected"],
+            },
+        },
+        ON_ENDPOINT_UPDATED: {
+            "source": ["aws.sagemaker"],
+            "detail-type": [DT_ENDPOINT],
+            "detail": {
+                "EndpointName": [endpoint_name],
+                # The documented example shows IN_SERVICE; the API enum is InService.
+                "EndpointStatus": ["InService", "IN_SERVICE", "Failed", "FAILED"],
+            },
+        },
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """Tunable behaviour of the loop; identical defaults on AWS and locally.
+
+    Attributes:
+        new_ratio / replay_ratio: training-manifest mix by sample count (default 7 : 3).
+        base_pool_share: share of the replay part drawn from the base general-text pool
+            (the rest comes from earlier dataset versions; all of it when there are none).
+        holdout_fraction: fraction of each labeling batch's *drawings* kept out of training as the
+            new-domain holdout (split by drawing, never by line, so no drawing leaks).
+        seed: seed for every random choice (splits, replay draws).
+        learning_rate: fine-tune LR. 2e-5..5e-5 works for PP-OCRv5 rec; 5e-4 destroys it
+            (measured, see DESIGN.md "Facts").
+        max_steps / batch_size: training budget of one training job.
+        gate_min_new_gain: candidate must beat the champion on the new-domain holdout by at least
+            this many points of line accuracy (0 = must not be worse and must improve something).
+        gate_max_old_drop: max allowed drop (points of line accuracy) on the old-domain set.
+        auto_approve: register as Approved when the gate passes (else PendingManualApproval).
+        canary_percent: share of traffic the green fleet takes during the canary step.
+        canary_bake_s: baking period after the canary before full shift (seconds).
+        labeling_batch_size: drawings per labeling job.
+    """
+
+    new_ratio: int = 7
+    replay_ratio: int = 3
+    base_pool_share: float = 0.5
+    holdout_fraction: float = 0.3
+    seed: int = 17
+    learning_rate: float = 3e-5
+    max_steps: int = 60
+    batch_size: int = 16
+    gate_min_new_gain: float = 0.0
+    gate_max_old_drop: float = 1.0
+    auto_approve: bool = True
+    canary_percent: int = 10
+    canary_bake_s: float = 2.0
+    labeling_batch_size: int = 8
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> "LoopConfig":
+        """Build from a dict (CDK context, JSON file, env); unknown keys raise ``ValueError``."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(fields)
+        if unknown:
+            raise ValueError(f"unknown loop config keys: {sorted(unknown)}")
+        kwargs = {}
+        for key, value in data.items():
+            typ = type(getattr(cls(), key))
+            if typ is bool and isinstance(value, str):
+                value = value.lower() in ("1", "true", "yes")
+            kwargs[key] = typ(value)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Names:
+    """Resource names shared by the CDK app and the local runtime."""
+
+    prefix: str = PROJECT
+
+    @property
+    def raw_bucket(self) -> str:
+        return f"{self.prefix}-raw"
+
+    @property
+    def labeling_bucket(self) -> str:
+        return f"{self.prefix}-labeling"
+
+    @property
+    def datasets_bucket(self) -> str:
+        return f"{self.prefix}-datasets"
+
+    @property
+    def models_bucket(self) -> str:
+        return f"{self.prefix}-models"
+
+    @property
+    def model_package_group(self) -> str:
+        return f"{self.prefix}-rec"
+
+    @property
+    def endpoint_name(self) -> str:
+        return f"{self.prefix}-ocr"
+
+    @property
+    def variant_name(self) -> str:
+        # Same production variant name across updates (blue/green keeps it).
+        return "AllTraffic"
+
+    @property
+    def index_alias(self) -> str:
+        return f"{self.prefix}-drawings"
+
+    def patterns(self) -> dict[str, dict[str, Any]]:
+        return event_patterns(self.raw_bucket, self.model_package_group, self.endpoint_name)
+
+
+def cache_dir() -> Path:
+    """Where rebuilt-at-run-time artefacts live (weights, fetched drawings): never in git.
+
+    ``$OCRLOOP_CACHE`` or ``~/.cache/ocrloop``.
+    """
+    path = Path(os.environ.get("OCRLOOP_CACHE", Path.home() / ".cache" / PROJECT))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_config(path: str | os.PathLike[str] | None) -> LoopConfig:
+    """Read a JSON loop config file (``None`` → defaults)."""
+    if path is None:
+        return LoopConfig()
+    return LoopConfig.from_mapping(json.loads(Path(path).read_text()))
