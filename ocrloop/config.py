@@ -34,6 +34,18 @@ ON_LABELING_COMPLETED = "on_labeling_completed"
 ON_TRAINING_COMPLETED = "on_training_completed"
 ON_MODEL_APPROVED = "on_model_approved"
 ON_ENDPOINT_UPDATED = "on_endpoint_updated"
+INDEX_DRAWING = "index_drawing"
+
+
+def _drawing_created(raw_bucket: str) -> dict[str, Any]:
+    return {
+        "source": ["aws.s3"],
+        "detail-type": [DT_OBJECT_CREATED],
+        "detail": {
+            "bucket": {"name": [raw_bucket]},
+            "object": {"key": [{"prefix": "drawings/"}]},
+        },
+    }
 
 
 def event_patterns(
@@ -60,14 +72,9 @@ def event_patterns(
         ``{handler_name: pattern}``.
     """
     return {
-        START_LABELING: {
-            "source": ["aws.s3"],
-            "detail-type": [DT_OBJECT_CREATED],
-            "detail": {
-                "bucket": {"name": [raw_bucket]},
-                "object": {"key": [{"prefix": "drawings/"}]},
-            },
-        },
+        START_LABELING: _drawing_created(raw_bucket),
+        # The indexer embeds every new drawing (same S3 event, its own rule and target).
+        INDEX_DRAWING: _drawing_created(raw_bucket),
         ON_LABELING_COMPLETED: {
             "source": ["aws.sagemaker"],
             "detail-type": [DT_LABELING_JOB],
