@@ -127,6 +127,8 @@ class LoopConfig:
         gate_min_new_gain: candidate must beat the champion on the new-domain holdout by at least
             this many points of line accuracy (0 = must not be worse and must improve something).
         gate_max_old_drop: max allowed drop (points of line accuracy) on the old-domain set.
+        gate_require_improvement: also require a strict gain in line or character accuracy on the
+            new-domain holdout (off only for smoke runs that exercise the rollout path).
         auto_approve: register as Approved when the gate passes (else PendingManualApproval).
         canary_percent: share of traffic the green fleet takes during the canary step.
         canary_bake_s: baking period after the canary before full shift (seconds).
@@ -143,6 +145,7 @@ class LoopConfig:
     batch_size: int = 16
     gate_min_new_gain: float = 0.0
     gate_max_old_drop: float = 1.0
+    gate_require_improvement: bool = True
     auto_approve: bool = True
     canary_percent: int = 10
     canary_bake_s: float = 2.0

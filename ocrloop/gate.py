@@ -45,7 +45,7 @@ def decide(metrics: dict[str, Any], config: LoopConfig) -> GateDecision:
     if new_gain < config.gate_min_new_gain:
         passed = False
         reasons.append(f"new-domain line accuracy gain {new_gain:+.2f} pts < required {config.gate_min_new_gain:+.2f}")
-    if new_gain <= 0 and new_char_gain <= 0:
+    if config.gate_require_improvement and new_gain <= 0 and new_char_gain <= 0:
         passed = False
         reasons.append(f"no improvement on the new-domain holdout (line {new_gain:+.2f}, char {new_char_gain:+.2f} pts)")
     if old_drop > config.gate_max_old_drop:

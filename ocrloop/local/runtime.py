@@ -186,6 +186,25 @@ class LocalRuntime:
     def run_until_idle(self, timeout_s: float = 3600.0) -> int:
         return self.bus.run_until_idle(timeout_s)
 
+    def start_pump(self, interval_s: float = 0.5) -> "threading.Thread":
+        """Deliver bus events in a background thread (for ``ocrloop up``: API uploads and approvals
+        then flow through the loop while the server runs). Stops at ``close()``."""
+        import threading
+
+        self._stop = threading.Event()
+
+        def pump() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.bus.run_until_idle(timeout_s=interval_s)
+                except TimeoutError:
+                    pass  # a training job is still running; keep delivering
+                self._stop.wait(interval_s)
+
+        thread = threading.Thread(target=pump, name="ocrloop-bus", daemon=True)
+        thread.start()
+        return thread
+
     def models_table(self) -> list[dict[str, Any]]:
         out = []
         for s in self.registry.list_model_packages(self.names.model_package_group):
@@ -204,6 +223,9 @@ class LocalRuntime:
                            names=self.names, drawings=self.rt.raw)
 
     def close(self) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
         self.hosting.stop_all()
 
     def __enter__(self) -> "LocalRuntime":
