@@ -339,23 +339,25 @@ def _set_stage(rt: Runtime, arn: str, stage: str, **extra: str) -> None:
     rt.registry.update_model_package({"ModelPackageArn": arn, "CustomerMetadataProperties": props})
 
 
-def endpoint_config_name(rt: Runtime, package: dict[str, Any]) -> str:
-    version = package["CustomerMetadataProperties"]["ocrloop:version"]
-    return f"{rt.names.endpoint_name}-{version}"[:63]
-
-
 def deploy(rt: Runtime, package: dict[str, Any]) -> dict[str, Any]:
-    """Blue/green deploy ``package`` unless the endpoint already runs it (idempotent)."""
-    wanted = endpoint_config_name(rt, package)
+    """Blue/green deploy ``package`` unless the endpoint already runs it (idempotent).
+
+    The endpoint config name is the one ``Hosting.deploy`` returns; it is recorded on the package
+    (``ocrloop:endpoint-config``) so ``on_endpoint_updated`` can verify what really runs.
+    """
+    props = package.get("CustomerMetadataProperties") or {}
     try:
         current = rt.hosting.describe_endpoint(rt.names.endpoint_name)
     except KeyError:
         current = None
-    if current and current.get("EndpointConfigName") == wanted and current.get("EndpointStatus") == "InService":
-        return {"deployed": False, "reason": f"endpoint already runs {wanted}"}
-    _set_stage(rt, package["ModelPackageArn"], "Deploying", **{"ocrloop:endpoint-config": wanted})
+    recorded = props.get("ocrloop:endpoint-config")
+    if (current and recorded and current.get("EndpointConfigName") == recorded
+            and current.get("EndpointStatus") == "InService"):
+        return {"deployed": False, "reason": f"endpoint already runs {recorded}"}
+    _set_stage(rt, package["ModelPackageArn"], "Deploying")
     requested = rt.hosting.deploy(rt.names.endpoint_name, package["ModelPackageArn"], model_data_url(package),
                                   deployment_config(rt))
+    _set_stage(rt, package["ModelPackageArn"], "Deploying", **{"ocrloop:endpoint-config": requested})
     return {"deployed": True, "endpoint_config": requested}
 
 
