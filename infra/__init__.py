@@ -1,0 +1,2 @@
+"""The ocrloop CDK app's constructs (one per concern; see ``infra/stack.py``) and deployment notes
+(``infra/DEPLOY.md``)."""
