@@ -88,7 +88,7 @@ def start_labeling(event: dict[str, Any], rt: Runtime) -> dict[str, Any]:
     for k in keys:
         line: dict[str, Any] = {"source-ref": rt.raw.uri(k)}
         try:
-            result = json.loads(rt.hosting.invoke(rt.names.endpoint_name, rt.raw.get(k), "image/png"))
+            result = json.loads(rt.hosting.invoke(rt.names.endpoint_name, rt.raw.get(k), content_type_of(k)))
             line["pre-annotations"] = {"model_version": result.get("model_version"), "annotations": [
                 {"polygon": ln["polygon"], "transcription": ln["text"], "score": ln["score"]} for ln in result["lines"]]}
         except Exception as exc:  # no endpoint yet, or it failed: label from scratch, say so
@@ -108,6 +108,12 @@ def start_labeling(event: dict[str, Any], rt: Runtime) -> dict[str, Any]:
         rt.labeling_store.put(f"batched/{job}/{m.rsplit('/', 1)[-1]}", rt.labeling_store.get(m))
         _delete(rt.labeling_store, m)
     return {"labeling_job": job, "arn": arn, "drawings": len(keys)}
+
+
+def content_type_of(key: str) -> str:
+    """MIME type of a drawing by its extension (what the endpoint's /invocations accepts)."""
+    ext = key.rsplit(".", 1)[-1].lower()
+    return {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png"}.get(ext, "application/x-image")
 
 
 def _delete(store: BlobStore, key: str) -> None:
@@ -323,7 +329,8 @@ def deployment_config(rt: Runtime) -> dict[str, Any]:
                 "WaitIntervalInSeconds": int(max(0, rt.config.canary_bake_s)),
                 "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": rt.config.canary_percent},
             },
-            "TerminationWaitInSeconds": 0,
+            # Keep blue for the baking period after the full shift too, so a late alarm can roll back.
+            "TerminationWaitInSeconds": int(max(0, rt.config.canary_bake_s)),
             "MaximumExecutionTimeoutInSeconds": 1800,
         },
         "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": f"{rt.names.endpoint_name}-5xx"},

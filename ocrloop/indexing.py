@@ -27,11 +27,11 @@ def drawing_id_of(key: str) -> str:
     return key[len(DRAWINGS_PREFIX):].rsplit(".", 1)[0].replace("/", "_")
 
 
-def ocr_text(rt: Runtime, image: bytes) -> tuple[str, str | None]:
+def ocr_text(rt: Runtime, image: bytes, content_type: str = "image/png") -> tuple[str, str | None]:
     """Text of a drawing as the serving endpoint reads it (lines joined by newlines) and the model
     version; ``("", None)`` when no endpoint is in service yet."""
     try:
-        result = json.loads(rt.hosting.invoke(rt.names.endpoint_name, image, "image/png"))
+        result = json.loads(rt.hosting.invoke(rt.names.endpoint_name, image, content_type))
     except Exception as exc:  # no endpoint yet: index the image, text follows on the next refresh
         log.info("no OCR text for the index yet: %s", exc)
         return "", None
@@ -40,7 +40,9 @@ def ocr_text(rt: Runtime, image: bytes) -> tuple[str, str | None]:
 
 def index_one(rt: Runtime, embed: Callable[[bytes], Any], key: str) -> dict[str, Any]:
     image = rt.raw.get(key)
-    text, version = ocr_text(rt, image)
+    from .handlers import content_type_of
+
+    text, version = ocr_text(rt, image, content_type_of(key))
     did = drawing_id_of(key)
     meta = {"key": key, "text": text, "ocr_model_version": version or ""}
     rt.index.upsert([did], embed(image)[None, :], [meta])  # type: ignore[union-attr]
