@@ -44,7 +44,10 @@ def index_one(rt: Runtime, embed: Callable[[bytes], Any], key: str) -> dict[str,
 
     text, version = ocr_text(rt, image, content_type_of(key))
     did = drawing_id_of(key)
-    meta = {"key": key, "text": text, "ocr_model_version": version or ""}
+    get = getattr(rt.index, "get", None)
+    previous = (get(did) if get is not None else None) or {}
+    # Keep what clients registered with the drawing (file name, part number…); refresh the OCR fields.
+    meta = {**previous, "key": key, "text": text, "ocr_model_version": version or ""}
     rt.index.upsert([did], embed(image)[None, :], [meta])  # type: ignore[union-attr]
     return {"drawing_id": did, "ocr_model_version": version, "text_chars": len(text)}
 

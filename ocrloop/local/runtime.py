@@ -76,7 +76,7 @@ class LocalRuntime:
             from ..index.faiss_index import FaissIndex
 
             self.embedder = ResNetDrawingEmbedder()
-            self.index = FaissIndex(self.home / "index", self.embedder.dim)
+            self.index = FaissIndex(self.home / "index", self.embedder.dim, embedder_name=self.embedder.name)
             refresh = indexing.make_refresh(self.embed_bytes)
         self.rt = Runtime(
             names=self.names, config=self.config,
@@ -108,13 +108,10 @@ class LocalRuntime:
         self.bus.put_events([events.object_created(bucket, key, size, version)])
 
     def embed_bytes(self, image: bytes):
-        import cv2
-        import numpy as np
+        """Embedding float32 [D] of an encoded image (PNG/JPEG/TIFF…). Raises ValueError if undecodable."""
+        from ..index.embed import decode_image
 
-        img = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError("not a decodable image")
-        return self.embedder.embed([img])[0]  # type: ignore[union-attr]
+        return self.embedder.embed([decode_image(image)])[0]  # type: ignore[union-attr]
 
     def _store_for(self, uri: str) -> tuple[FolderBlobStore, str]:
         for store in self.stores.values():

@@ -1,0 +1,266 @@
+"""FaissIndex: the real faiss HNSW + SQLite store on disk (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import threading
+
+import numpy as np
+import pytest
+
+from ocrloop.index.faiss_index import EXACT_FILTER_MAX, FaissIndex, IndexVersion, flatten_text
+
+D = 32
+
+
+def unit(rng, n, d=D):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+@pytest.fixture
+def index(tmp_path):
+    ix = FaissIndex(tmp_path / "idx", D, embedder_name="test-emb")
+    yield ix
+    ix.close()
+
+
+def test_upsert_search_returns_nearest_with_metadata(index, rng):
+    x = unit(rng, 300)
+    ids = [f"dwg-{i}" for i in range(300)]
+    index.upsert(ids, x, [{"title": f"Part {i}", "n": i} for i in range(300)])
+    assert index.count() == 300
+    for i in (0, 17, 299):
+        hits = index.search(x[i], k=5)
+        assert hits[0]["id"] == ids[i]
+        assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+        assert hits[0]["metadata"] == {"title": f"Part {i}", "n": i}
+        assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+        assert len(hits) == 5
+    # HNSW agrees with brute force on the top-10 for random queries.
+    q = unit(rng, 20)
+    exact = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    recall = np.mean([len({ids[j] for j in exact[r]} & {h["id"] for h in index.search(q[r], 10)}) / 10 for r in range(20)])
+    assert recall >= 0.95
+
+
+def test_query_set_scores_each_id_by_its_best_row(index, rng):
+    x = unit(rng, 50)
+    index.upsert([f"d{i}" for i in range(50)], x, [{} for _ in range(50)])
+    q = np.stack([unit(rng, 1)[0], x[7], unit(rng, 1)[0]])  # only the middle row matches d7
+    hits = index.search(q, k=3)
+    assert hits[0]["id"] == "d7" and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert len({h["id"] for h in hits}) == 3  # an id appears once, with its best score
+
+
+def test_upsert_replaces_and_delete_tombstones_then_compact(index, rng):
+    x = unit(rng, 100)
+    ids = [f"d{i}" for i in range(100)]
+    index.upsert(ids, x, [{"v": 1} for _ in ids])
+    new = unit(rng, 1)[0]
+    index.upsert(["d5"], new[None, :], [{"v": 2}])
+    assert index.count() == 100
+    live = index.live()
+    assert live.tombstones() == 1
+    assert index.search(new, 1)[0] == {"id": "d5", "score": pytest.approx(1.0, abs=1e-5), "metadata": {"v": 2}}
+    assert all(h["id"] != "d5" for h in index.search(x[5], 3))  # the old vector is gone from results
+
+    assert index.delete(["d1", "d2", "nope"]) == 2
+    assert index.count() == 98 and live.tombstones() == 3
+    assert index.get("d1") is None and index.get("d3") == {"v": 1}
+    assert index.search(x[1], 1)[0]["id"] != "d1"
+
+    assert index.compact() == 3
+    assert live.tombstones() == 0 and index.count() == 98
+    assert index.search(x[50], 1)[0]["id"] == "d50"
+    assert index.search(new, 1)[0]["id"] == "d5"
+    np.testing.assert_allclose(index.vector("d50"), x[50], atol=1e-6)
+
+
+def test_tombstones_near_the_query_do_not_starve_top_k(index, rng):
+    # 60 near-duplicates of the query are deleted; the 5 best live ones must still come back.
+    base = unit(rng, 1)[0]
+    near = base + 0.05 * rng.normal(size=(60, D)).astype(np.float32)
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    far = unit(rng, 200)
+    index.upsert([f"near{i}" for i in range(60)], near, [{} for _ in range(60)])
+    index.upsert([f"far{i}" for i in range(200)], far, [{} for _ in range(200)])
+    index.delete([f"near{i}" for i in range(60)])
+    hits = index.search(base, k=5)
+    assert len(hits) == 5
+    expected = [f"far{i}" for i in np.argsort(-(far @ base))[:5]]
+    assert [h["id"] for h in hits] == expected
+
+
+def test_filters_substring_case_insensitive_on_text_fields(index, rng):
+    x = unit(rng, 400)
+    meta = [{"text": ["BEARING SUPPORT", f"D-{10000 + i}", "Ø25 H7"] if i % 40 == 0 else ["COVER", f"D-{10000 + i}"],
+             "material": "S235JR" if i % 2 else "AlMg3", "rev": i % 3}
+            for i in range(400)]
+    index.upsert([f"d{i}" for i in range(400)], x, meta)
+    hits = index.search(x[3], k=20, filters={"text": "bearing"})
+    assert sorted(h["id"] for h in hits) == sorted(f"d{i}" for i in range(0, 400, 40))
+    hits = index.search(x[80], k=3, filters={"text": "ø25 h7", "material": "almg"})
+    assert hits[0]["id"] == "d80" and all(int(h["id"][1:]) % 40 == 0 for h in hits)
+    assert index.search(x[0], 5, filters={"material": "nothing"}) == []
+    assert index.search(x[0], 5, filters={"no_such_field": ""}) == []
+    assert [h["id"] for h in index.search(x[5], 1, filters={"rev": "2"})] == ["d5"]
+    # A broad filter (over EXACT_FILTER_MAX matches would take the HNSW over-fetch path; here half
+    # the index matches) keeps exact top-k order among matching ids.
+    hits = index.search(x[9], k=4, filters={"material": "s235"})
+    odd = np.array([i for i in range(400) if i % 2])
+    assert [h["id"] for h in hits] == [f"d{i}" for i in odd[np.argsort(-(x[odd] @ x[9]))[:4]]]
+
+
+def test_broad_filter_uses_hnsw_overfetch(tmp_path, rng, monkeypatch):
+    import ocrloop.index.faiss_index as fi
+
+    monkeypatch.setattr(fi, "EXACT_FILTER_MAX", 10)
+    calls = []
+    original = IndexVersion._overfetch
+    monkeypatch.setattr(IndexVersion, "_overfetch", lambda self, *a: calls.append(a[1]) or original(self, *a))
+    ix = FaissIndex(tmp_path / "i", D)
+    x = unit(rng, 300)
+    ix.upsert([f"d{i}" for i in range(300)], x, [{"group": "a" if i % 10 else "b"} for i in range(300)])
+    hits = ix.search(x[20], k=5, filters={"group": "b"})  # 30 matches > 10: over-fetch path
+    assert calls == [5]
+    members = np.arange(0, 300, 10)
+    assert [h["id"] for h in hits] == [f"d{i}" for i in members[np.argsort(-(x[members] @ x[20]))[:5]]]
+    assert EXACT_FILTER_MAX == 4096  # the module default is untouched outside this test
+
+
+def test_persistence_and_reload_by_a_second_instance(tmp_path, rng):
+    home = tmp_path / "idx"
+    a = FaissIndex(home, D, embedder_name="e1")
+    x = unit(rng, 40)
+    a.upsert([f"d{i}" for i in range(40)], x, [{"i": i} for i in range(40)])
+    b = FaissIndex(home, D)  # a reader, e.g. the API process
+    assert b.count() == 40 and b.search(x[3], 1)[0]["id"] == "d3"
+    a.upsert(["extra"], unit(rng, 1), [{"i": -1}])
+    a.delete(["d3"])
+    assert b.count() == 40  # 41 - 1
+    assert b.search(x[3], 1)[0]["id"] != "d3"
+    a.close()
+    b.close()
+    c = FaissIndex(home, D)
+    assert c.count() == 40 and c.get("extra") == {"i": -1} and c.embedder_name == "e1"
+
+
+def test_new_embedder_version_backfill_and_atomic_alias_swap(tmp_path, rng):
+    home = tmp_path / "idx"
+    ix = FaissIndex(home, D, embedder_name="emb-v1")
+    reader = FaissIndex(home, D)
+    x1 = unit(rng, 30)
+    ix.upsert([f"d{i}" for i in range(30)], x1, [{"i": i} for i in range(30)])
+    v1 = ix.version
+
+    writer = ix.begin_version("emb-v2 (64-d)", dim=64)
+    assert isinstance(writer, IndexVersion) and writer.version.startswith("0002-emb-v2")
+    x2 = unit(rng, 30, 64)
+    writer.upsert([f"d{i}" for i in range(30)], x2, [{"i": i, "v": 2} for i in range(30)])
+    # Until the swap, readers see v1.
+    assert reader.version == v1 and reader.search(x1[4], 1)[0]["id"] == "d4"
+    with pytest.raises(ValueError, match="query vector"):
+        reader.search(x2[4], 1)
+
+    ix.swap_alias(writer.version)
+    alias = json.loads((home / "alias.json").read_text())
+    assert alias["version"] == writer.version and alias["embedder"] == "emb-v2 (64-d)" and alias["dim"] == 64
+    assert not list(home.glob(".alias.json*"))  # no temp file left behind
+    assert reader.version == writer.version and reader.embedder_name == "emb-v2 (64-d)"
+    assert reader.search(x2[4], 1)[0] == {"id": "d4", "score": pytest.approx(1.0, abs=1e-5), "metadata": {"i": 4, "v": 2}}
+
+    with pytest.raises(ValueError, match="live"):
+        ix.drop_version(writer.version)
+    ix.drop_version(v1)
+    assert ix.versions() == [writer.version]
+    with pytest.raises(KeyError):
+        ix.swap_alias(v1)
+
+
+def test_concurrent_readers_during_writes(index, rng):
+    x = unit(rng, 200)
+    index.upsert([f"d{i}" for i in range(100)], x[:100], [{} for _ in range(100)])
+    errors = []
+
+    def read():
+        try:
+            for i in range(60):
+                hits = index.search(x[i % 100], 3)
+                assert hits[0]["id"] == f"d{i % 100}"
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for j in range(100, 200, 20):
+        index.upsert([f"d{i}" for i in range(j, j + 20)], x[j:j + 20], [{} for _ in range(20)])
+    for t in threads:
+        t.join()
+    assert errors == [] and index.count() == 200
+
+
+def _write_from_process(home, start):
+    rng = np.random.default_rng(start)
+    ix = FaissIndex(home, D)
+    x = unit(rng, 25)
+    for i in range(25):
+        ix.upsert([f"p{start}-{i}"], x[i:i + 1], [{"start": start}])
+
+
+def test_two_processes_writing_the_same_index_lose_nothing(tmp_path):
+    home = tmp_path / "idx"
+    FaissIndex(home, D).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_from_process, args=(home, s)) for s in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    ix = FaissIndex(home, D)
+    assert ix.count() == 50
+    assert ix.live().tombstones() == 0
+    rng = np.random.default_rng(2)
+    assert ix.search(unit(rng, 25)[24], 1)[0]["id"] == "p2-24"
+
+
+def test_bad_input_is_refused_with_clear_errors(index, rng):
+    x = unit(rng, 3)
+    with pytest.raises(ValueError, match="as many ids"):
+        index.upsert(["a", "b"], x, [{}, {}])
+    with pytest.raises(ValueError, match="duplicate"):
+        index.upsert(["a", "a", "b"], x, [{}, {}, {}])
+    with pytest.raises(ValueError, match=r"\[3, 32\]|float32"):
+        index.upsert(["a"], np.ones((1, 5), np.float32), [{}])
+    with pytest.raises(ValueError, match="L2-normalised"):
+        index.upsert(["a"], 2 * x[:1], [{}])
+    with pytest.raises(ValueError, match="NaN"):
+        index.upsert(["a"], np.full((1, D), np.nan, np.float32), [{}])
+    with pytest.raises(ValueError, match="JSON"):
+        index.upsert(["a"], x[:1], [{"when": object()}])
+    with pytest.raises(ValueError, match="non-empty strings"):
+        index.upsert([""], x[:1], [{}])
+    with pytest.raises(ValueError, match="k must be"):
+        index.search(x[0], 0)
+    with pytest.raises(ValueError, match="filters"):
+        index.search(x[0], 1, filters={"a": 3})
+    assert index.count() == 0
+    assert index.search(x[0], 3) == []  # empty index
+    # A failed upsert leaves nothing behind.
+    index.upsert(["ok"], x[:1], [{}])
+    with pytest.raises(ValueError):
+        index.upsert(["x", "y"], x[:2], [{}, {"bad": object()}])
+    assert index.count() == 1 and index.live().tombstones() == 0
+
+
+def test_flatten_text():
+    assert flatten_text(["a", {"b": 1, "c": [2.5, None]}]) == "a\n1\n2.5\n"
+    assert flatten_text(None) == "" and flatten_text(True) == "True"
