@@ -1,0 +1,827 @@
+"""Fine-tuning job under the SageMaker training container contract.
+
+Layout under the root (env ``OCRLOOP_ML_ROOT``, default ``/opt/ml``; see "How Amazon SageMaker
+Provides Training Information", https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-training-algo-running-container.html):
+
+* ``input/config/hyperparameters.json`` — every value a string (SageMaker passes strings);
+* ``input/config/inputdataconfig.json`` — channel descriptions (optional, recorded in the card);
+* ``input/data/train/manifest.jsonl`` (required), ``input/data/validation/manifest.jsonl``
+  (new-domain holdout), ``input/data/olddomain/manifest.jsonl`` (old-domain regression set): one
+  JSON object a line, ``{"image": "<path relative to the channel dir>", "text": "...",
+  "origin": "new"|"replay"|"base", ...}`` (extra keys ignored);
+* ``input/data/model/`` — the champion model version folder, or a ``model.tar.gz`` of it;
+* ``checkpoints/`` — spot checkpoints (SageMaker's default local checkpoint path);
+* ``model/`` — the candidate model version folder (SageMaker uploads it as ``model.tar.gz``);
+* ``output/data/metrics.json`` — a copy of the metrics; ``output/failure`` — the reason on failure.
+
+The job fine-tunes the champion's ``rec.pdparams`` with CTC loss (blank 0), AdamW, linear warmup
+then cosine decay, global-norm gradient clipping; evaluates the champion (step-0 weights, Paddle)
+and the candidate (its exported ``model.onnx`` under ONNX Runtime, what serving runs) on the
+validation and old-domain sets; prints ``METRIC name=value`` lines for SageMaker
+``MetricDefinitions`` (e.g. regex ``validation_line_acc=([0-9.]+)``) and writes ``metrics.json``.
+
+Paddle is imported only once the inputs have been validated, so bad input fails fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import pickle
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import traceback
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+DEFAULT_ML_ROOT = "/opt/ml"
+CHANNELS_EVAL = ("validation", "olddomain")
+KEEP_CHECKPOINTS = 2
+
+
+class InputError(ValueError):
+    """Bad job input (hyperparameters, manifest, missing channel or image)."""
+
+
+# --- hyperparameters ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Hyperparameters:
+    """Training job settings; ``from_sagemaker`` parses SageMaker's all-strings mapping.
+
+    Attributes:
+        max_steps: optimizer steps in total (including steps done before a resume).
+        batch_size: lines per step.
+        learning_rate: peak LR. 2e-5..5e-5 works for PP-OCRv5 rec; 5e-4 destroys it (DESIGN.md).
+        warmup_steps: linear warmup from ``learning_rate / (warmup_steps + 1)`` to
+            ``learning_rate``, then cosine decay to 0 at ``max_steps``.
+        seed: seeds the data order (one permutation per epoch) and Paddle's RNG.
+        freeze_bn: BatchNorm layers stay in eval mode (running statistics frozen) while training.
+        checkpoint_every: save a checkpoint every this many steps (and after the last step).
+        eval_batch_size: lines per evaluation batch.
+        max_width: training batch width cap in px (PaddleOCR trains at 320); CTC gets
+            ``time_steps(min(320, max_width))`` steps at least, longer labels are skipped.
+        weight_decay: AdamW decoupled weight decay, applied to conv/linear weights only.
+        grad_clip_norm: global-norm gradient clipping threshold (PaddleOCR rec configs: 10).
+        model_version / parent_version / dataset_versions: lineage for the model card.
+    """
+
+    max_steps: int = 60
+    batch_size: int = 16
+    learning_rate: float = 3e-5
+    warmup_steps: int = 5
+    seed: int = 17
+    freeze_bn: bool = True
+    checkpoint_every: int = 20
+    eval_batch_size: int = 16
+    max_width: int = 320
+    weight_decay: float = 0.01
+    grad_clip_norm: float = 10.0
+    model_version: str = "candidate"
+    parent_version: str | None = None
+    dataset_versions: list[str] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def from_sagemaker(cls, raw: dict[str, Any]) -> "Hyperparameters":
+        """Parse ``hyperparameters.json`` content (values usually strings).
+
+        ``dataset_versions`` is a JSON list (string); booleans accept true/false/1/0/yes/no; keys
+        starting with ``sagemaker_`` are ignored.
+
+        Raises:
+            InputError: unknown key, unparsable value, or a value out of range.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key.startswith("sagemaker_"):
+                continue
+            if key not in fields:
+                raise InputError(f"unknown hyperparameter {key!r} (known: {sorted(fields)})")
+            default = getattr(cls(), key)
+            if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+                value = json.loads(value)  # the SageMaker Python SDK JSON-encodes string values
+            try:
+                if key == "dataset_versions":
+                    parsed = json.loads(value) if isinstance(value, str) else value
+                    if isinstance(parsed, str):
+                        parsed = [parsed]
+                    if not isinstance(parsed, list):
+                        raise ValueError("expected a JSON list")
+                    kwargs[key] = [str(v) for v in parsed]
+                elif key == "parent_version":
+                    kwargs[key] = None if value in (None, "", "null", "None") else str(value)
+                elif isinstance(default, bool):
+                    text = str(value).strip().lower()
+                    if text not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError("expected true/false")
+                    kwargs[key] = text in ("true", "1", "yes")
+                elif isinstance(default, int):
+                    kwargs[key] = int(float(value)) if float(value).is_integer() else int(value)
+                elif isinstance(default, float):
+                    kwargs[key] = float(value)
+                else:
+                    kwargs[key] = str(value)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"hyperparameter {key}={value!r}: {exc}") from exc
+        hp = cls(**kwargs)
+        for name in ("max_steps", "batch_size", "checkpoint_every", "eval_batch_size"):
+            if getattr(hp, name) < 1:
+                raise InputError(f"hyperparameter {name} must be >= 1")
+        if hp.warmup_steps < 0 or not (0 < hp.learning_rate < 1) or hp.max_width < 16:
+            raise InputError("warmup_steps >= 0, 0 < learning_rate < 1 and max_width >= 16 required")
+        return hp
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Sample:
+    """One line crop: ``image`` absolute path, ``text`` label, ``origin`` new/replay/base."""
+
+    image: Path
+    text: str
+    origin: str = "new"
+
+
+def read_manifest(channel_dir: str | Path) -> list[Sample]:
+    """Read ``<channel_dir>/manifest.jsonl``.
+
+    Raises:
+        InputError: missing manifest, bad JSON, missing ``image``/``text`` keys, an image path that
+            is absolute or leaves the channel folder, or an image file that does not exist.
+    """
+    channel_dir = Path(channel_dir)
+    manifest = channel_dir / "manifest.jsonl"
+    if not manifest.is_file():
+        raise InputError(f"missing manifest {manifest}")
+    root = channel_dir.resolve()
+    samples = []
+    for lineno, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{manifest}:{lineno}: invalid JSON ({exc})") from exc
+        if not isinstance(obj, dict) or not isinstance(obj.get("image"), str) or not isinstance(obj.get("text"), str):
+            raise InputError(f"{manifest}:{lineno}: need string fields 'image' and 'text'")
+        rel = Path(obj["image"])
+        path = (channel_dir / rel).resolve()
+        if rel.is_absolute() or not path.is_relative_to(root):
+            raise InputError(f"{manifest}:{lineno}: image path {obj['image']!r} leaves the channel folder")
+        if not path.is_file():
+            raise InputError(f"{manifest}:{lineno}: image {obj['image']!r} not found")
+        samples.append(Sample(path, obj["text"], str(obj.get("origin", "new"))))
+    return samples
+
+
+def time_steps(width: int) -> int:
+    """CTC time steps ``T`` the network emits for an input ``width`` px: stem stride 2 (3×3,
+    pad 1) → ``ceil(W/2)``, the (1, 2)-stride block → ``ceil(W/4)``, the (3, 2) average pool →
+    ``floor(ceil(W/4) / 2)``; 40 for W = 320 (``ocrloop.model.arch.RecModel``)."""
+    w = -(-width // 2)
+    w = -(-w // 2)
+    return w // 2
+
+
+def ctc_min_steps(label: Sequence[int]) -> int:
+    """Shortest input a CTC alignment of ``label`` needs: its length plus one blank between each
+    pair of equal neighbours."""
+    return len(label) + sum(1 for a, b in zip(label, label[1:]) if a == b)
+
+
+def encode_samples(
+    samples: Sequence[Sample], classes: Sequence[str], max_steps_t: int
+) -> tuple[list[tuple[Sample, list[int]]], dict[str, Any]]:
+    """Map labels to class indices (per code point, as PaddleOCR's ``CTCLabelEncode``).
+
+    Samples whose label is empty, holds a character outside ``classes`` or needs more than
+    ``max_steps_t`` CTC steps are skipped.
+
+    Returns:
+        ``(kept [(sample, indices)], skipped {"empty", "out_of_dict", "too_long", "total",
+        "unknown_chars": {char: count}})``.
+    """
+    index = {c: i for i, c in enumerate(classes) if i > 0}
+    kept = []
+    skipped: dict[str, Any] = {"empty": 0, "out_of_dict": 0, "too_long": 0}
+    unknown: Counter[str] = Counter()
+    for s in samples:
+        text = s.text.strip()
+        if not text:
+            skipped["empty"] += 1
+            continue
+        missing = [ch for ch in text if ch not in index]
+        if missing:
+            skipped["out_of_dict"] += 1
+            unknown.update(missing)
+            continue
+        label = [index[ch] for ch in text]
+        if ctc_min_steps(label) > max_steps_t:
+            skipped["too_long"] += 1
+            continue
+        kept.append((s, label))
+    skipped["total"] = skipped["empty"] + skipped["out_of_dict"] + skipped["too_long"]
+    skipped["unknown_chars"] = dict(unknown.most_common(50))
+    return kept, skipped
+
+
+class ImageCache:
+    """Decoded BGR uint8 crops by path (line crops are small: ≈40 kB each)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, np.ndarray] = {}
+
+    def __call__(self, path: Path) -> np.ndarray:
+        img = self._cache.get(path)
+        if img is None:
+            import cv2
+
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None or img.size == 0:
+                raise InputError(f"cannot decode image {path}")
+            self._cache[path] = img
+        return img
+
+
+class EpochSampler:
+    """Batches of indices in ``range(n)``: one seeded permutation per epoch
+    (``np.random.default_rng([seed, epoch])``), consumed in order and wrapping into the next
+    epoch. Its whole state is ``(epoch, pos)``, so a resume continues the exact data order."""
+
+    def __init__(self, n: int, seed: int, epoch: int = 0, pos: int = 0):
+        if n < 1:
+            raise InputError("no trainable samples")
+        self.n, self.seed, self.epoch, self.pos = n, seed, epoch, pos
+        self._perm = self._permutation(epoch)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def next(self, batch_size: int) -> list[int]:
+        """The next ``batch_size`` sample indices (crossing epoch boundaries as needed)."""
+        out: list[int] = []
+        while len(out) < batch_size:
+            if self.pos >= self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._perm = self._permutation(self.epoch)
+            take = min(batch_size - len(out), self.n - self.pos)
+            out.extend(int(i) for i in self._perm[self.pos : self.pos + take])
+            self.pos += take
+        return out
+
+    def state(self) -> dict[str, int]:
+        """``{"epoch", "pos"}``: pass back as keyword arguments to resume."""
+        return {"epoch": self.epoch, "pos": self.pos}
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+def char_recall(preds: Sequence[str], labels: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per-character recall over a set: for every non-space label character, the share of its
+    occurrences that the Levenshtein alignment (rapidfuzz ``opcodes``) of label → prediction keeps
+    as ``equal``. Texts are whitespace-normalised as in ``ocrloop.metrics``.
+
+    Returns:
+        ``{char: {"recall": float in [0, 1], "n": occurrences}}``, characters sorted.
+
+    Raises:
+        ValueError: length mismatch.
+    """
+    from rapidfuzz.distance import Levenshtein
+
+    from ocrloop.metrics import normalize
+
+    if len(preds) != len(labels):
+        raise ValueError(f"{len(preds)} predictions for {len(labels)} labels")
+    total: Counter[str] = Counter()
+    hit: Counter[str] = Counter()
+    for pred, label in zip(preds, labels):
+        pred, label = normalize(pred), normalize(label)
+        total.update(ch for ch in label if not ch.isspace())
+        for op in Levenshtein.opcodes(label, pred):
+            if op.tag == "equal":
+                hit.update(ch for ch in label[op.src_start : op.src_end] if not ch.isspace())
+    return {ch: {"recall": hit[ch] / total[ch], "n": total[ch]} for ch in sorted(total)}
+
+
+def evaluate(
+    predict: Callable[[np.ndarray], np.ndarray],
+    samples: Sequence[Sample],
+    classes: Sequence[str],
+    images: ImageCache,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Recognise every sample with ``predict`` (float32 ``[N, 3, 48, W]`` → probabilities
+    ``[N, T, C]``) and score it with ``ocrloop.metrics.summarize``.
+
+    Lines are batched by aspect ratio (as PaddleOCR's predictor does) and batched at full width
+    (no cap, like serving).
+
+    Returns:
+        ``{"line_acc", "char_acc", "n", "char_recall": {char: {"recall", "n"}}}`` (fractions in
+        [0, 1]; see ``char_recall``).
+    """
+    from ocrloop.metrics import summarize
+    from ocrloop.textline import ctc_greedy_decode, make_batch
+
+    imgs = [images(s.image) for s in samples]
+    order = sorted(range(len(samples)), key=lambda i: imgs[i].shape[1] / imgs[i].shape[0])
+    preds: list[str] = [""] * len(samples)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        probs = predict(make_batch([imgs[i] for i in idx]))
+        for i, (text, _) in zip(idx, ctc_greedy_decode(probs, classes)):
+            preds[i] = text
+    labels = [s.text for s in samples]
+    return {**summarize(preds, labels), "char_recall": char_recall(preds, labels)}
+
+
+# --- job -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class JobPaths:
+    """The container contract paths under ``root``."""
+
+    root: Path
+
+    @property
+    def hyperparameters(self) -> Path:
+        return self.root / "input" / "config" / "hyperparameters.json"
+
+    @property
+    def inputdataconfig(self) -> Path:
+        return self.root / "input" / "config" / "inputdataconfig.json"
+
+    def channel(self, name: str) -> Path:
+        return self.root / "input" / "data" / name
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+
+def format_metric(value: float) -> str:
+    """Positional notation (no exponent, so a regex like ``=([0-9.]+)`` captures the whole number),
+    up to 10 decimals, trailing zeros trimmed: 3e-05 → ``0.00003``, 0.8125 → ``0.8125``."""
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    text = f"{value:.10f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def emit(name: str, value: float) -> None:
+    """Print ``METRIC name=value`` (flushed) for SageMaker ``MetricDefinitions``."""
+    print(f"METRIC {name}={format_metric(value)}", flush=True)
+
+
+_T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[ocrloop.train {time.perf_counter() - _T0:7.1f}s] {msg}", flush=True)
+
+
+def locate_champion(channel: Path, scratch: Path) -> Path:
+    """The champion model folder: ``channel`` itself, or ``model.tar.gz`` in it extracted into
+    ``scratch`` (tar ``data`` filter: no absolute paths, links out or devices).
+
+    Raises:
+        InputError: neither ``rec.pdparams`` nor ``model.tar.gz`` is found.
+    """
+    if (channel / "rec.pdparams").is_file():
+        return channel
+    tar = channel / "model.tar.gz"
+    if not tar.is_file():
+        raise InputError(f"model channel {channel} has neither rec.pdparams nor model.tar.gz")
+    with tarfile.open(tar) as tf:
+        tf.extractall(scratch, filter="data")
+    found = sorted(p.parent for p in scratch.rglob("rec.pdparams"))
+    if not found:
+        raise InputError(f"{tar} holds no rec.pdparams")
+    return found[0]
+
+
+@dataclasses.dataclass
+class JobInputs:
+    hp: Hyperparameters
+    train: list[Sample]
+    eval_sets: dict[str, list[Sample]]
+    inputdataconfig: dict[str, Any] | None
+
+
+def read_inputs(paths: JobPaths) -> JobInputs:
+    """Validate everything that does not need Paddle: hyperparameters, manifests, images exist.
+
+    Raises:
+        InputError: see ``Hyperparameters.from_sagemaker`` and ``read_manifest``; also a missing
+            ``train`` or ``model`` channel or an empty training manifest.
+    """
+    raw = json.loads(paths.hyperparameters.read_text()) if paths.hyperparameters.is_file() else {}
+    if not isinstance(raw, dict):
+        raise InputError("hyperparameters.json must hold a JSON object")
+    hp = Hyperparameters.from_sagemaker(raw)
+    idc = json.loads(paths.inputdataconfig.read_text()) if paths.inputdataconfig.is_file() else None
+    for name, cfg in (idc or {}).items():
+        if isinstance(cfg, dict) and cfg.get("TrainingInputMode") == "Pipe":
+            raise InputError(f"channel {name}: Pipe input mode is not supported (use File or FastFile)")
+        if not paths.channel(name).is_dir():
+            raise InputError(f"inputdataconfig.json lists channel {name!r} but {paths.channel(name)} is missing")
+    if not paths.channel("model").is_dir():
+        raise InputError(f"missing model channel {paths.channel('model')}")
+    train = read_manifest(paths.channel("train"))
+    if not train:
+        raise InputError("the train manifest is empty")
+    eval_sets = {}
+    for name in CHANNELS_EVAL:
+        if paths.channel(name).is_dir():
+            eval_sets[name] = read_manifest(paths.channel(name))
+        else:
+            log(f"channel {name} absent: not evaluated")
+    return JobInputs(hp, train, eval_sets, idc)
+
+
+def _checkpoint_dirs(ckpt_root: Path) -> list[Path]:
+    if not ckpt_root.is_dir():
+        return []
+    dirs = [p for p in ckpt_root.glob("step-*") if p.is_dir() and (p / "state.json").is_file()]
+    return sorted(dirs, key=lambda p: int(p.name.split("-")[1]))
+
+
+_PORTABLE = "param::"
+
+
+def _auto_to_structured(model) -> dict[str, str]:
+    return {p.name: n for n, p in model.named_parameters()}
+
+
+def portable_optimizer_state(state: dict[str, Any], model) -> dict[str, Any]:
+    """Re-key a Paddle optimizer state dict from auto-generated parameter names
+    (``conv2d_156.w_0_moment1_0``: a per-process counter, so they differ between processes that
+    built other layers first) to structured ones (``param::<model path>::moment1_0``).
+
+    Raises:
+        KeyError: an accumulator that belongs to no parameter of ``model``.
+    """
+    names = _auto_to_structured(model)
+    by_length = sorted(names, key=len, reverse=True)
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if key == "LR_Scheduler":
+            out[key] = value
+            continue
+        owner = next((a for a in by_length if key.startswith(a + "_")), None)
+        if owner is None:
+            raise KeyError(f"optimizer state {key!r} belongs to no model parameter")
+        out[f"{_PORTABLE}{names[owner]}::{key[len(owner) + 1 :]}"] = value
+    return out
+
+
+def local_optimizer_state(state: dict[str, Any], model) -> dict[str, Any]:
+    """Inverse of ``portable_optimizer_state`` for this process's parameter names.
+
+    Raises:
+        KeyError: a saved parameter path that ``model`` does not have.
+    """
+    auto = {n: p.name for n, p in model.named_parameters()}
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if key.startswith(_PORTABLE):
+            path, rest = key[len(_PORTABLE) :].split("::", 1)
+            out[f"{auto[path]}_{rest}"] = value
+        else:
+            out[key] = value
+    return out
+
+
+def save_checkpoint(ckpt_root: Path, model, optimizer, state: dict[str, Any]) -> Path:
+    """Write ``checkpoints/step-NNNNNN/`` (model.pdparams, optimizer.pdopt, rng.pkl, state.json)
+    atomically (temp folder + rename) and keep only the newest ``KEEP_CHECKPOINTS``."""
+    import paddle
+
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / f"step-{state['step']:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=ckpt_root))
+    paddle.save(model.state_dict(), str(tmp / "model.pdparams"))
+    paddle.save(portable_optimizer_state(optimizer.state_dict(), model), str(tmp / "optimizer.pdopt"))
+    with open(tmp / "rng.pkl", "wb") as fh:
+        pickle.dump({"paddle": paddle.get_rng_state(), "numpy": np.random.get_state()}, fh)
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    for old in _checkpoint_dirs(ckpt_root)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(ckpt: Path, model, optimizer) -> dict[str, Any]:
+    """Restore model, optimizer (incl. LR scheduler position) and RNG state; returns state.json."""
+    import paddle
+
+    model.set_state_dict(paddle.load(str(ckpt / "model.pdparams")))
+    opt_state = local_optimizer_state(paddle.load(str(ckpt / "optimizer.pdopt")), model)
+    with warnings.catch_warnings():
+        # LinearWarmup keeps its inner scheduler under an extra key that the base class warns
+        # about before LinearWarmup.set_state_dict restores it.
+        warnings.filterwarnings("ignore", message="There are some unused values in state_dict")
+        optimizer.set_state_dict(opt_state)
+    with open(ckpt / "rng.pkl", "rb") as fh:
+        rng = pickle.load(fh)
+    paddle.set_rng_state(rng["paddle"])
+    np.random.set_state(rng["numpy"])
+    return json.loads((ckpt / "state.json").read_text())
+
+
+def make_optimizer(model, hp: Hyperparameters):
+    """AdamW (decay on conv/linear weights only) with linear warmup + cosine decay and global-norm
+    clipping. Returns ``(optimizer, scheduler)``; call ``scheduler.step()`` once per step."""
+    import paddle
+
+    params = [p for p in model.parameters() if not p.stop_gradient]  # not BN running statistics
+    decay_names = {p.name for p in params if len(p.shape) >= 2}
+    cosine_steps = max(1, hp.max_steps - hp.warmup_steps)
+    sched: Any = paddle.optimizer.lr.CosineAnnealingDecay(hp.learning_rate, T_max=cosine_steps, eta_min=0.0)
+    if hp.warmup_steps > 0:
+        # start at lr / (warmup + 1) rather than 0 so the first step is not wasted
+        start = hp.learning_rate / (hp.warmup_steps + 1)
+        sched = paddle.optimizer.lr.LinearWarmup(sched, hp.warmup_steps, start, hp.learning_rate)
+    opt = paddle.optimizer.AdamW(
+        learning_rate=sched,
+        parameters=params,
+        weight_decay=hp.weight_decay,
+        apply_decay_param_fun=lambda name: name in decay_names,
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(hp.grad_clip_norm),
+    )
+    return opt, sched
+
+
+def set_train_mode(model, freeze_bn: bool) -> None:
+    """``model.train()``, then BatchNorm layers back to eval mode if ``freeze_bn``."""
+    from .arch import batchnorm_layers
+
+    model.train()
+    if freeze_bn:
+        for bn in batchnorm_layers(model):
+            bn.eval()
+
+
+def ctc_batch_loss(model, x: np.ndarray, labels: Sequence[Sequence[int]]):
+    """Mean CTC loss (Graves et al. 2006; blank 0, PaddleOCR ``CTCLoss``: per-sample loss, then
+    the batch mean) of ``model`` on ``x`` float32 ``[N, 3, 48, W]`` with integer ``labels``.
+    Returns a scalar paddle Tensor."""
+    import paddle
+    import paddle.nn.functional as F
+
+    logits = model(paddle.to_tensor(x))  # [N, T, C]
+    n, t = logits.shape[0], logits.shape[1]
+    max_len = max(len(lab) for lab in labels)
+    padded = np.zeros((n, max_len), dtype=np.int32)
+    for i, lab in enumerate(labels):
+        padded[i, : len(lab)] = lab
+    loss = F.ctc_loss(
+        logits.transpose([1, 0, 2]),
+        paddle.to_tensor(padded),
+        paddle.full([n], t, dtype="int64"),
+        paddle.to_tensor(np.array([len(lab) for lab in labels], dtype=np.int64)),
+        blank=0,
+        reduction="none",
+    )
+    return loss.mean()
+
+
+def train_steps(
+    model,
+    optimizer,
+    scheduler,
+    data: Sequence[tuple[Sample, list[int]]],
+    images: ImageCache,
+    hp: Hyperparameters,
+    state: dict[str, Any],
+    ckpt_root: Path | None,
+) -> dict[str, Any]:
+    """Run optimizer steps from ``state["step"]`` to ``hp.max_steps`` (checkpointing every
+    ``hp.checkpoint_every`` steps and after the last one when ``ckpt_root`` is given).
+
+    ``state`` carries ``step``, ``samples_seen``, ``sampler``, ``wall_s``, ``cpu_s``, ``last_loss``
+    and is updated in place and returned.
+
+    Raises:
+        FloatingPointError: a non-finite loss.
+    """
+    from ocrloop.textline import make_batch
+
+    sampler = EpochSampler(len(data), hp.seed, **state.get("sampler", {}))
+    set_train_mode(model, hp.freeze_bn)
+    while state["step"] < hp.max_steps:
+        t0, c0 = time.perf_counter(), time.process_time()
+        batch = [data[i] for i in sampler.next(hp.batch_size)]
+        x = make_batch([images(s.image) for s, _ in batch], max_width=hp.max_width)
+        loss = ctc_batch_loss(model, x, [lab for _, lab in batch])
+        value = float(loss)
+        if not math.isfinite(value):
+            raise FloatingPointError(f"non-finite CTC loss {value} at step {state['step'] + 1}")
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        lr = optimizer.get_lr()
+        scheduler.step()
+        state["step"] += 1
+        state["samples_seen"] += len(batch)
+        state["sampler"] = sampler.state()
+        state["last_loss"] = value
+        state["wall_s"] += time.perf_counter() - t0
+        state["cpu_s"] += time.process_time() - c0
+        emit("train_loss", value)
+        emit("learning_rate", lr)
+        log(f"step {state['step']}/{hp.max_steps} loss {value:.4f} lr {lr:.3g} width {x.shape[3]}")
+        if ckpt_root is not None and (state["step"] % hp.checkpoint_every == 0 or state["step"] == hp.max_steps):
+            save_checkpoint(ckpt_root, model, optimizer, state)
+    model.eval()
+    return state
+
+
+def _emit_eval(prefix: str, results: dict[str, dict[str, Any]]) -> None:
+    for split, res in results.items():
+        for key in ("line_acc", "char_acc"):
+            emit(f"{prefix}{split}_{key}", res[key])
+
+
+def run_job(paths: JobPaths) -> dict[str, Any]:
+    """The whole job (see module doc). Returns the metrics dict written to ``metrics.json``.
+
+    Raises:
+        InputError: bad input; RuntimeError / FloatingPointError: export check or training failure.
+    """
+    inputs = read_inputs(paths)
+    hp = inputs.hp
+    log(f"hyperparameters {dataclasses.asdict(hp)}")
+    log(f"train {len(inputs.train)} lines; " + ", ".join(f"{k} {len(v)}" for k, v in inputs.eval_sets.items()))
+
+    log("loading paddle")
+    import paddle
+
+    from .base import BASE_MODEL_NAME
+    from .export import export_artifact, load_artifact, ort_session, paddle_probs, write_json
+
+    paddle.seed(hp.seed)
+    images = ImageCache()
+    with tempfile.TemporaryDirectory(prefix="ocrloop-champion-") as scratch:
+        champion_dir = locate_champion(paths.channel("model"), Path(scratch))
+        model, classes = load_artifact(champion_dir)
+        champion_card_path = champion_dir / "model_card.json"
+        champion_card = json.loads(champion_card_path.read_text()) if champion_card_path.is_file() else {}
+    log(f"champion {champion_card.get('model_version', '?')} loaded ({len(classes)} classes)")
+
+    t_min = time_steps(min(320, hp.max_width))
+    data, skipped = encode_samples(inputs.train, classes, t_min)
+    emit("skipped_samples", skipped["total"])
+    if skipped["total"]:
+        log(f"skipped training samples: {skipped}")
+    if not data:
+        raise InputError(f"no trainable samples left after skipping {skipped}")
+
+    # Champion evaluation (step-0 weights), cached beside the checkpoints so a resume skips it.
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    champion_cache = paths.checkpoints / "champion_eval.json"
+    checkpoints = _checkpoint_dirs(paths.checkpoints)
+    if champion_cache.is_file():
+        champion_eval = json.loads(champion_cache.read_text())
+    else:
+        model.eval()
+        champion_eval = {
+            name: evaluate(lambda x: paddle_probs(model, x), samples, classes, images, hp.eval_batch_size)
+            for name, samples in inputs.eval_sets.items()
+        }
+        write_json(champion_cache, champion_eval)
+    _emit_eval("champion_", champion_eval)
+    log("champion evaluated")
+
+    optimizer, scheduler = make_optimizer(model, hp)
+    state: dict[str, Any] = {"step": 0, "samples_seen": 0, "wall_s": 0.0, "cpu_s": 0.0, "last_loss": None}
+    resumed_from = 0
+    if checkpoints:
+        state = load_checkpoint(checkpoints[-1], model, optimizer)
+        resumed_from = state["step"]
+        # the schedule is a function of (hyperparameters, step): recompute it rather than trusting
+        # the saved scheduler position (closed form for the cosine part)
+        scheduler.step(resumed_from)
+        log(f"resumed from checkpoint {checkpoints[-1].name}")
+    emit("resumed_from_step", resumed_from)
+    state = train_steps(model, optimizer, scheduler, data, images, hp, state, paths.checkpoints)
+    if state["last_loss"] is not None:
+        emit("final_loss", state["last_loss"])
+
+    check_samples = (inputs.eval_sets.get("validation") or inputs.train)[:8]
+    check_images = [images(s.image) for s in check_samples]
+    train_summary = {
+        "steps": state["step"],
+        "batch_size": hp.batch_size,
+        "samples_seen": state["samples_seen"],
+        "wall_s": round(state["wall_s"], 3),
+        "cpu_s": round(state["cpu_s"], 3),
+        "final_loss": state["last_loss"],
+        "skipped_samples": skipped["total"],
+        "skipped": skipped,
+        "trainable_samples": len(data),
+        "resumed_from_step": resumed_from,
+        "origins": dict(Counter(s.origin for s, _ in data)),
+    }
+    card = {
+        "model_version": hp.model_version,
+        "base_model": champion_card.get("base_model", BASE_MODEL_NAME),
+        "parent_version": hp.parent_version or champion_card.get("model_version"),
+        "dataset_versions": hp.dataset_versions,
+        "hyperparameters": dataclasses.asdict(hp),
+        "training_job": os.environ.get("TRAINING_JOB_NAME"),
+        "input_data_config": inputs.inputdataconfig,
+        "num_classes": len(classes),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "train": train_summary,
+    }
+    # The artifact first (it runs the Paddle-vs-ONNX export check), then the ONNX evaluation.
+    paths.model.mkdir(parents=True, exist_ok=True)
+    log("exporting")
+    export_artifact(model, classes, paths.model, model_card=card, metrics={}, check_images=check_images)
+    log("exported; evaluating the candidate ONNX")
+    sess = ort_session(paths.model / "model.onnx")
+    in_name = sess.get_inputs()[0].name
+    candidate_eval = {
+        name: evaluate(lambda x: sess.run(None, {in_name: x})[0], samples, classes, images, hp.eval_batch_size)
+        for name, samples in inputs.eval_sets.items()
+    }
+    _emit_eval("", candidate_eval)
+    export_check = json.loads((paths.model / "model_card.json").read_text(encoding="utf-8"))["export_check"]
+    emit("paddle_onnx_max_abs_diff", export_check["max_abs_diff"])
+    metrics = {
+        "champion": champion_eval,
+        "candidate": candidate_eval,
+        "train": train_summary,
+        "export": {
+            "paddle_onnx_max_abs_diff": export_check["max_abs_diff"],
+            "decoded_identical": export_check["decoded_identical"],
+            "n_lines": export_check["n_lines"],
+        },
+        "engines": {"champion": "paddle", "candidate": "onnxruntime"},
+        "model_version": hp.model_version,
+    }
+    card["eval"] = {"champion": champion_eval, "candidate": candidate_eval}
+    card["export_check"] = export_check
+    write_json(paths.model / "metrics.json", metrics)
+    write_json(paths.model / "model_card.json", card)
+    (paths.output / "data").mkdir(parents=True, exist_ok=True)
+    write_json(paths.output / "data" / "metrics.json", metrics)
+    return metrics
+
+
+def write_failure(paths: JobPaths, exc: BaseException) -> None:
+    """Write ``output/failure``: first line ``Type: message`` (SageMaker shows the start of this
+    file as ``FailureReason``), then the traceback."""
+    paths.output.mkdir(parents=True, exist_ok=True)
+    text = f"{type(exc).__name__}: {exc}\n\n" + "".join(traceback.format_exception(exc))
+    (paths.output / "failure").write_text(text, encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Container entrypoint: ``train.py [train]``. Returns the process exit code (0 ok, 1 failed,
+    2 bad usage); on failure ``output/failure`` holds the reason."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    paths = JobPaths(Path(os.environ.get("OCRLOOP_ML_ROOT", DEFAULT_ML_ROOT)))
+    if argv not in ([], ["train"]):
+        write_failure(paths, InputError(f"unsupported command {argv!r}: this image only trains"))
+        print(f"usage: train.py [train] (got {argv!r})", file=sys.stderr)
+        return 2
+    try:
+        t0 = time.perf_counter()
+        run_job(paths)
+        log(f"done in {time.perf_counter() - t0:.1f} s")
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach output/failure
+        write_failure(paths, exc)
+        print(f"training failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        traceback.print_exc()
+        return 1

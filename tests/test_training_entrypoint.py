@@ -1,0 +1,190 @@
+"""training_image/train.py under the SageMaker container contract, run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest_model import base_model_dir, make_job_root, write_channel  # noqa: F401  (fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+ENTRYPOINT = REPO / "training_image" / "train.py"
+METRIC = re.compile(r"^METRIC ([a-z_]+)=([-+0-9.eE]+|nan|inf)$", re.M)
+
+HP = {
+    "max_steps": "2",
+    "batch_size": "4",
+    "learning_rate": "3e-5",
+    "warmup_steps": "1",
+    "seed": "11",
+    "freeze_bn": "true",
+    "checkpoint_every": "1",
+    "eval_batch_size": "8",
+    "max_width": "320",
+    "model_version": "v1-test",
+    "parent_version": "v0-ppocrv5-mobile-rec",
+    "dataset_versions": '["ds-0001"]',
+}
+
+
+def run_entrypoint(root: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OCRLOOP_ML_ROOT=str(root), PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, str(ENTRYPOINT), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def metrics_of(stdout: str) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for name, value in METRIC.findall(stdout):
+        out.setdefault(name, []).append(float(value))
+    return out
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, base_model_dir):
+    root = make_job_root(tmp_path_factory.mktemp("opt_ml"), base_model_dir, HP)
+    proc = run_entrypoint(root, "train")
+    return root, proc
+
+
+def test_entrypoint_writes_model_metrics_and_metric_lines(first_run):
+    from ocrloop.model.export import ARTIFACT_FILES, is_complete
+
+    root, proc = first_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not (root / "output" / "failure").exists()
+    model_dir = root / "model"
+    assert is_complete(model_dir) and {p.name for p in model_dir.iterdir()} == set(ARTIFACT_FILES)
+
+    metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert json.loads((root / "output" / "data" / "metrics.json").read_text(encoding="utf-8")) == metrics
+    for who in ("champion", "candidate"):
+        assert metrics[who]["validation"]["n"] == 4 and metrics[who]["olddomain"]["n"] == 4
+        for split in ("validation", "olddomain"):
+            assert 0.0 <= metrics[who][split]["line_acc"] <= 1.0 and 0.0 <= metrics[who][split]["char_acc"] <= 1.0
+    train = metrics["train"]
+    assert (train["steps"], train["batch_size"], train["samples_seen"], train["skipped_samples"]) == (2, 4, 8, 0)
+    assert train["wall_s"] > 0 and train["cpu_s"] > 0 and train["final_loss"] > 0
+    assert metrics["export"]["paddle_onnx_max_abs_diff"] <= 1e-4
+    # the validation lines are full of ⌀: its per-character recall is reported
+    assert metrics["champion"]["validation"]["char_recall"]["⌀"]["n"] == 3
+
+    scraped = metrics_of(proc.stdout)
+    # SageMaker MetricDefinitions-style regexes find them
+    assert float(re.search(r"validation_line_acc=([0-9.]+)", proc.stdout).group(1)) == pytest.approx(
+        metrics["candidate"]["validation"]["line_acc"], abs=1e-5
+    )
+    assert len(scraped["train_loss"]) == 2
+    assert scraped["champion_olddomain_char_acc"][0] == pytest.approx(
+        metrics["champion"]["olddomain"]["char_acc"], abs=1e-5
+    )
+    assert scraped["olddomain_line_acc"][0] == pytest.approx(metrics["candidate"]["olddomain"]["line_acc"], abs=1e-5)
+    assert scraped["paddle_onnx_max_abs_diff"][0] <= 1e-4
+
+    card = json.loads((model_dir / "model_card.json").read_text(encoding="utf-8"))
+    assert card["model_version"] == "v1-test" and card["parent_version"] == "v0-ppocrv5-mobile-rec"
+    assert card["dataset_versions"] == ["ds-0001"] and card["base_model"] == "PP-OCRv5_mobile_rec"
+    assert card["hyperparameters"]["learning_rate"] == 3e-5 and card["hyperparameters"]["freeze_bn"] is True
+    assert card["eval"]["candidate"] == metrics["candidate"] and card["export_check"]["passed"]
+    assert card["input_data_config"]["train"]["ContentType"] == "application/jsonlines"
+    assert sorted(p.name for p in (root / "checkpoints").glob("step-*")) == ["step-000001", "step-000002"]
+
+
+def test_resumes_from_the_latest_checkpoint(first_run, monkeypatch, capsys):
+    """A restarted job (here: in-process, same ``main`` as the entrypoint, to save a Paddle
+    start-up) continues from the newest checkpoint instead of step 0."""
+    from ocrloop.model.train import main
+
+    root, proc = first_run
+    assert proc.returncode == 0
+    hp = dict(HP, max_steps="3")
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hp))
+    monkeypatch.setenv("OCRLOOP_ML_ROOT", str(root))
+    rc = main(["train"])
+    out = capsys.readouterr()
+    assert rc == 0, out.out[-3000:] + out.err[-3000:]
+    scraped = metrics_of(out.out)
+    assert scraped["resumed_from_step"] == [2.0]
+    assert len(scraped["train_loss"]) == 1  # only step 3 ran
+    # LR of step 3 under max_steps=3: warmup 1 step, then cosine over 2 steps, at its midpoint
+    assert scraped["learning_rate"] == [pytest.approx(1.5e-5, rel=1e-4)]
+    train = json.loads((root / "model" / "metrics.json").read_text())["train"]
+    assert (train["steps"], train["samples_seen"], train["resumed_from_step"]) == (3, 12, 2)
+    assert sorted(p.name for p in (root / "checkpoints").glob("step-*")) == ["step-000002", "step-000003"]
+    state = json.loads((root / "checkpoints" / "step-000003" / "state.json").read_text())
+    assert state["step"] == 3 and state["sampler"] == {"epoch": 1, "pos": 4}
+
+
+def test_bad_manifest_writes_failure_and_exits_nonzero(tmp_path, base_model_dir):
+    root = make_job_root(tmp_path, base_model_dir, HP)
+    manifest = root / "input" / "data" / "validation" / "manifest.jsonl"
+    manifest.write_text(manifest.read_text() + '{"image": "images/missing.png", "text": "X"}\n')
+    proc = run_entrypoint(root)
+    assert proc.returncode != 0
+    failure = (root / "output" / "failure").read_text()
+    assert failure.startswith("InputError:") and "missing.png" in failure and "not found" in failure
+    assert not (root / "model").exists()
+
+
+def test_unknown_command_is_refused(tmp_path):
+    proc = run_entrypoint(tmp_path, "serve", timeout=60)
+    assert proc.returncode == 2
+    assert "only trains" in (tmp_path / "output" / "failure").read_text()
+
+
+def test_champion_from_model_tar_gz(tmp_path):
+    from ocrloop.model.train import InputError, locate_champion
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "rec.pdparams").write_bytes(b"weights")
+    (src / "dict.txt").write_text("a\n")
+    channel = tmp_path / "model"
+    channel.mkdir()
+    with tarfile.open(channel / "model.tar.gz", "w:gz") as tf:
+        for p in src.iterdir():
+            tf.add(p, arcname=p.name)
+    found = locate_champion(channel, tmp_path / "scratch")
+    assert (found / "rec.pdparams").read_bytes() == b"weights"
+    with pytest.raises(InputError):
+        locate_champion(tmp_path / "src" / "..", tmp_path / "scratch2")
+
+
+def test_manifest_paths_must_stay_inside_the_channel(tmp_path):
+    from ocrloop.model.train import InputError, read_manifest
+
+    channel = write_channel(tmp_path / "train", ["M6"])
+    assert read_manifest(channel)[0].text == "M6"
+    (channel / "manifest.jsonl").write_text('{"image": "../../etc/passwd", "text": "x"}\n')
+    with pytest.raises(InputError, match="leaves the channel"):
+        read_manifest(channel)
+    (channel / "manifest.jsonl").write_text("{not json\n")
+    with pytest.raises(InputError, match=":1: invalid JSON"):
+        read_manifest(channel)
+
+
+def test_inputdataconfig_channels_must_exist(tmp_path, base_model_dir):
+    from ocrloop.model.train import InputError, JobPaths, read_inputs
+
+    root = make_job_root(tmp_path, base_model_dir, HP)
+    assert set(read_inputs(JobPaths(root)).eval_sets) == {"validation", "olddomain"}
+    idc = root / "input" / "config" / "inputdataconfig.json"
+    idc.write_text(json.dumps({"train": {}, "model": {}, "holdout2": {}}))
+    with pytest.raises(InputError, match="holdout2"):
+        read_inputs(JobPaths(root))
+    idc.write_text(json.dumps({"train": {"TrainingInputMode": "Pipe"}}))
+    with pytest.raises(InputError, match="Pipe"):
+        read_inputs(JobPaths(root))
