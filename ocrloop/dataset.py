@@ -28,14 +28,18 @@ from .ports import BlobStore, ObjectExists
 VERSIONS_PREFIX = "versions/"
 
 
+def split_value(drawing_id: str, seed: int) -> float:
+    """Stable position of a drawing (or group) in [0, 1): SHA-256 of seed and id."""
+    digest = hashlib.sha256(f"{seed}:{drawing_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def holdout_drawing(drawing_id: str, fraction: float, seed: int) -> bool:
     """Deterministic split by drawing: True when ``drawing_id`` is held out.
 
-    A stable hash (SHA-256 of seed and id) maps each drawing to [0, 1); the split never depends on
-    batch order, so a drawing stays on its side across versions.
+    The split never depends on batch order, so a drawing stays on its side across versions.
     """
-    digest = hashlib.sha256(f"{seed}:{drawing_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return split_value(drawing_id, seed) < fraction
 
 
 def crop_quad(image: Any, polygon: Sequence[Sequence[float]]) -> Any:
@@ -88,6 +92,14 @@ def build_version(store: BlobStore, version: str, images: Sequence[LabeledImage]
         return json.loads(store.get(prefix + "version.json"))
     quarantine = list(quarantine)
     det_lines, train, holdout = [], [], []
+    groups = {img.group or img.drawing_id for img in images}
+    held_groups = {g for g in groups if holdout_drawing(g, holdout_fraction, seed)}
+    forced = False
+    if not held_groups and len(groups) >= 2 and holdout_fraction > 0:
+        # A small batch can miss the holdout by chance; hold out its lowest-ranked group so the
+        # gate always has new-domain data (recorded as holdout_forced).
+        held_groups = {min(groups, key=lambda g: split_value(g, seed))}
+        forced = True
     for img in images:
         try:
             pil = Image.open(io.BytesIO(read_image(img.source_ref)))
@@ -100,7 +112,7 @@ def build_version(store: BlobStore, version: str, images: Sequence[LabeledImage]
                 img.line_no, f"image is {pil.width}x{pil.height}, manifest says {img.width}x{img.height}",
                 img.source_ref, img.source_ref))
             continue
-        held = holdout_drawing(img.drawing_id, holdout_fraction, seed)
+        held = (img.group or img.drawing_id) in held_groups
         det_lines.append(img.source_ref + "\t" + json.dumps(
             [{"transcription": a.text, "points": [[round(x, 2), round(y, 2)] for x, y in a.polygon]}
              for a in img.annotations], ensure_ascii=False))
@@ -114,7 +126,7 @@ def build_version(store: BlobStore, version: str, images: Sequence[LabeledImage]
             except ObjectExists:
                 pass  # same id → same bytes (deterministic crop); a retried run
             sample = {"id": sid, "image": key, "text": ann.text, "drawing_id": img.drawing_id,
-                      "dataset_version": version}
+                      "group": img.group or img.drawing_id, "dataset_version": version}
             (holdout if held else train).append(sample)
     summary = {
         "version": version,
@@ -122,10 +134,12 @@ def build_version(store: BlobStore, version: str, images: Sequence[LabeledImage]
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "drawings": len(det_lines),
         "holdout_drawings": len({s["drawing_id"] for s in holdout}),
+        "holdout_groups": len({s["group"] for s in holdout}),
         "train_samples": len(train),
         "holdout_samples": len(holdout),
         "quarantined": len(quarantine),
         "holdout_fraction": holdout_fraction,
+        "holdout_forced": forced,
         "seed": seed,
     }
     files = {

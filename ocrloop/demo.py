@@ -86,6 +86,23 @@ def build_base_pool(model_dir: Path, n_lines: int, seed: int) -> tuple[list[dict
     return base_train, olddomain, crops, stats
 
 
+def select_sheets(drawings: list[Any], n: int | None) -> list[Any]:
+    """Up to ``n`` sheets taken round-robin over their source drawings (deterministic), so a small
+    demo still spans many real drawings rather than the tiles of one."""
+    if n is None or n >= len(drawings):
+        return list(drawings)
+    by_source: dict[str, list[Any]] = {}
+    for d in drawings:
+        by_source.setdefault(d.source_id, []).append(d)
+    queues = [list(v) for v in by_source.values()]
+    out: list[Any] = []
+    while len(out) < n:
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
+
+
 def annotate(drawings_by_id: dict[str, Any], items: list[dict], job: str) -> str:
     """The annotators' answer: each drawing's CAD text strings and boxes as a Ground Truth output
     manifest (the strings come from the DXF source, not from any model)."""
@@ -95,7 +112,8 @@ def annotate(drawings_by_id: dict[str, Any], items: list[dict], job: str) -> str
         did = item["source-ref"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
         d = drawings_by_id[did]
         anns = [(t.polygon.tolist(), t.text) for t in d.texts]
-        lines.append(output_manifest_line(item["source-ref"], d.width, d.height, anns, job, now, drawing_id=did))
+        lines.append(output_manifest_line(item["source-ref"], d.width, d.height, anns, job, now, drawing_id=did,
+                                          group=d.source_id))
     return "\n".join(lines) + "\n"
 
 
@@ -106,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=LoopConfig.max_steps)
     p.add_argument("--batch-size", type=int, default=LoopConfig.batch_size)
     p.add_argument("--learning-rate", type=float, default=LoopConfig.learning_rate)
-    p.add_argument("--max-drawings", type=int, default=None, help="limit the drawings (default: all)")
+    p.add_argument("--max-drawings", type=int, default=24,
+                   help="sheets to put through the loop, round-robin over the DXF drawings (default 24)")
     p.add_argument("--base-lines", type=int, default=360, help="general-text lines rendered for the base pool")
     p.add_argument("--seed", type=int, default=LoopConfig.seed)
     p.add_argument("--json", type=Path, default=None, help="also write the result table as JSON here")
@@ -138,9 +157,12 @@ def run(home: Path, config: LoopConfig, *, max_drawings: int | None = None, base
         shutil.rmtree(home)
     model_dir = ensure_base_model()
     clock.step(f"base model v0 ready: {model_dir}")
-    drawings = build_corpus(max_drawings=max_drawings)
+    corpus = build_corpus()
+    drawings = select_sheets(corpus, max_drawings)
     n_lines = sum(len(d.texts) for d in drawings)
-    clock.step(f"corpus: {len(drawings)} real drawing sheets, {n_lines} text lines from their CAD sources")
+    n_sources = len({d.source_id for d in drawings})
+    clock.step(f"corpus: {len(corpus)} real drawing sheets; using {len(drawings)} sheets of {n_sources} DXF drawings, "
+               f"{n_lines} text lines from their CAD sources")
     base_train, olddomain, crops, base_stats = build_base_pool(model_dir, base_lines, config.seed)
     clock.step(f"base pool: {base_stats['read_exactly_by_v0']}/{base_stats['rendered']} general lines read "
                f"exactly by v0 → {base_stats['replay_pool']} replay, {base_stats['olddomain']} old-domain")

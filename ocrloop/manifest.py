@@ -51,6 +51,9 @@ class LabeledImage:
     annotations: tuple[Annotation, ...]
     line_no: int
     human_annotated: bool
+    group: str = ""
+    """Split key: images of one source document (tiles/sheets of one drawing) share it, so a
+    document is never both trained on and held out. Defaults to ``drawing_id``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,8 +160,9 @@ def parse_line(line: str, line_no: int, label_attribute: str = LABEL_ATTRIBUTE
             quarantined.append(Quarantined(line_no, str(exc), json.dumps(ann, ensure_ascii=False)[:2000],
                                            source_ref, i))
     human = str(meta.get("human-annotated", "yes")).lower() == "yes" if isinstance(meta, dict) else True
-    image = LabeledImage(source_ref, str(obj.get("drawing-id") or drawing_id_from_ref(source_ref)), width, height,
-                         tuple(accepted), line_no, human)
+    drawing_id = str(obj.get("drawing-id") or drawing_id_from_ref(source_ref))
+    image = LabeledImage(source_ref, drawing_id, width, height, tuple(accepted), line_no, human,
+                         str(obj.get("drawing-group") or drawing_id))
     return image, quarantined
 
 
@@ -192,11 +196,16 @@ def parse_output_manifest(lines: Iterable[str], label_attribute: str = LABEL_ATT
 
 def output_manifest_line(source_ref: str, width: int, height: int, annotations: Iterable[tuple[Any, str]],
                          job_name: str, creation_date: str, label_attribute: str = LABEL_ATTRIBUTE,
-                         drawing_id: str | None = None) -> str:
-    """Serialise one output-manifest line (what the consolidation Lambda writes)."""
+                         drawing_id: str | None = None, group: str | None = None) -> str:
+    """Serialise one output-manifest line (what the consolidation Lambda writes).
+
+    ``drawing_id`` / ``group`` are optional extra keys (``drawing-id``, ``drawing-group``) carried
+    through from the input manifest; see ``LabeledImage.group``."""
     obj: dict[str, Any] = {"source-ref": source_ref}
     if drawing_id:
         obj["drawing-id"] = drawing_id
+    if group:
+        obj["drawing-group"] = group
     obj[label_attribute] = {
         "image_size": [{"width": int(width), "height": int(height), "depth": 3}],
         "annotations": [

@@ -227,3 +227,21 @@ def test_gate_policy():
     assert not gate.decide(m(0.5, 0.9, 0.5, 0.9), cfg).passed
     with pytest.raises(KeyError):
         gate.decide({"champion": {}}, cfg)
+
+
+def test_split_keeps_groups_together_and_always_holds_something_out(rt):
+    from ocrloop.manifest import LabeledImage, Annotation
+
+    poly = ((10.0, 10.0), (110.0, 10.0), (110.0, 40.0), (10.0, 40.0))
+    images = []
+    for i in range(6):
+        rt.raw.put(f"drawings/s{i}.png", _png())
+        images.append(LabeledImage(rt.raw.uri(f"drawings/s{i}.png"), f"s{i}", 240, 120,
+                                   (Annotation(poly, f"T{i}"),), i + 1, True, group=f"doc{i // 2}"))
+    summary = dataset.build_version(rt.datasets, "ds-g", images, [], lambda u: rt.raw.get(u.split("/raw/", 1)[1]),
+                                    labeling_job="j", holdout_fraction=0.01, seed=3)
+    assert summary["holdout_forced"] and summary["holdout_groups"] == 1
+    train = dataset.read_jsonl(rt.datasets, "versions/ds-g/rec/train.jsonl")
+    held = dataset.read_jsonl(rt.datasets, "versions/ds-g/rec/holdout.jsonl")
+    assert {s["group"] for s in train}.isdisjoint({s["group"] for s in held})
+    assert len(held) == 2 and len(train) == 4
