@@ -132,6 +132,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     home = Path(args.home)
     with LocalRuntime(home) as runtime:
+        serving = runtime.resume_serving()
+        if serving:
+            print(f"endpoint {runtime.names.endpoint_name} serving {serving}", file=sys.stderr)
         app = create_app(runtime.api_services())
         if hasattr(runtime, "start_pump"):
             runtime.start_pump()
@@ -278,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"ocrloop {args.command}: {exc}", file=sys.stderr)
         return exc.code
+    except BrokenPipeError:  # `ocrloop ocr x.png | head`: the reader left; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

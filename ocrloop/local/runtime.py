@@ -174,6 +174,25 @@ class LocalRuntime:
         })
         return arn
 
+    def resume_serving(self) -> str | None:
+        """Start the endpoint again on the Deployed model after a restart (``ocrloop up`` on an
+        existing home): server processes do not outlive the runtime that started them.
+
+        Returns the endpoint config name now serving, or None when nothing was ever deployed."""
+        try:
+            state = self.hosting.describe_endpoint(self.names.endpoint_name)
+        except KeyError:
+            state = None
+        if state and state.get("EndpointStatus") == "InService":
+            return state.get("EndpointConfigName")
+        champ = handlers.champion(self.rt)
+        if champ is None or (champ.get("CustomerMetadataProperties") or {}).get(handlers.STAGE) != "Deployed":
+            return None
+        name = self.hosting.deploy(self.names.endpoint_name, champ["ModelPackageArn"], handlers.model_data_url(champ),
+                                   handlers.deployment_config(self.rt))
+        self.bus.run_until_idle(60)
+        return name
+
     def upload_drawing(self, drawing_id: str, png: bytes) -> str:
         """Put a drawing into the raw bucket (publishes S3 Object Created → label + index)."""
         key = f"{indexing.DRAWINGS_PREFIX}{drawing_id}.png"
