@@ -58,3 +58,17 @@ def test_report_written(result):
 
     text = Path(result["report"]).read_text()
     assert "v0 vs v1" in text and result["v1"] in text
+
+
+def test_restart_resumes_serving_the_deployed_model(result):
+    from pathlib import Path
+
+    from ocrloop.local.runtime import LocalRuntime
+
+    with LocalRuntime(Path(result["home"]), with_index=False) as lr:
+        assert lr.resume_serving() == result["endpoint"]["EndpointConfigName"]
+        probe = Path(lr.rt.raw.path(f"drawings/{result['served_probe']['drawing_id']}.png")).read_bytes()
+        body = json.loads(lr.hosting.invoke(lr.names.endpoint_name, probe, "image/png"))
+        assert body["model_version"] == result["v1"]
+    with LocalRuntime(Path(result["home"]), with_index=False) as lr:  # nothing deployed twice
+        assert lr.hosting.describe_endpoint(lr.names.endpoint_name)["EndpointStatus"] != "InService"
