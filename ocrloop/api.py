@@ -10,7 +10,12 @@ Endpoints (OpenAPI at ``/docs``, schema at ``/openapi.json``):
   index. Multipart: ``file``, optional ``drawing_id``, ``replace``, ``ocr``, ``metadata`` (a JSON
   object) and any other text fields (stored as metadata strings).
 * ``POST /v1/search`` — similar drawings. Multipart ``file`` (+ ``k``, ``filters``), or JSON /
-  form ``{"drawing_id", "k", "filters"}``.
+  form ``{"drawing_id", "k", "filters"}``. ``filters`` (``{field: substring}``, all must match,
+  case-insensitive substring of the field's text) run inside the similarity search on both
+  runtimes, so ``k`` matching drawings come back whenever ``k`` exist. Filterable fields: any
+  metadata key, the OCR ``text``, and the title-block fields derived from it
+  (``ocrloop.index.fields``: ``part_number``, ``drawing_number``, ``material``, ``scale``,
+  ``revision``, ``title``), e.g. ``{"material": "S235", "scale": "1:2"}``.
 * ``GET /v1/models``, ``GET /v1/models/{version}`` — model packages of the registry group.
 
 Errors are JSON ``{"detail": message}``: 400 undecodable image / malformed body, 404 unknown
@@ -45,6 +50,7 @@ from .handlers import STAGE
 from .indexing import DRAWINGS_PREFIX
 from .index.embed import Embedder, ImageTooLarge, MAX_PIXELS, decode_image
 from .index import UNNAMED
+from .index.fields import FIELDS, with_derived_fields
 from .ports import BlobStore, Hosting, Registry, VectorIndex
 
 log = logging.getLogger("ocrloop.api")
@@ -62,6 +68,10 @@ ENDPOINT_TYPES = ("image/png", "image/jpeg")
 formats are re-encoded to PNG before invoking."""
 
 RESERVED_FORM_FIELDS = {"file", "drawing_id", "replace", "ocr", "metadata", "k", "filters"}
+
+FILTERS_HELP = ('JSON object {field: substring}, all must match (case-insensitive substring of the field\'s text), '
+                'e.g. {"text": "M8"} or {"material": "S235", "scale": "1:2"}. Fields: any metadata key, the OCR '
+                f'"text", and the title-block fields derived from it: {", ".join(FIELDS)}.')
 
 
 @dataclasses.dataclass
@@ -318,6 +328,9 @@ def create_app(services: ApiServices) -> FastAPI:
                          "width": int(image.shape[1]), "height": int(image.shape[0]),
                          "sha256": hashlib.sha256(png).hexdigest(), "registered_at": _now(),
                          "embedder": s.embedder.name})
+        # The index derives title-block fields from "text" on upsert; doing it here as well (same
+        # function, idempotent) lets the response show what was stored.
+        metadata = with_derived_fields(metadata)
         await run_in_threadpool(s.drawings.put, key, png)
         await run_in_threadpool(s.index.upsert, [drawing_id], vector[None, :], [metadata])
         return JSONResponse(status_code=201, content={
@@ -329,10 +342,11 @@ def create_app(services: ApiServices) -> FastAPI:
             "multipart/form-data": {"schema": {"type": "object", "properties": {
                 "file": {"type": "string", "format": "binary"}, "drawing_id": {"type": "string"},
                 "k": {"type": "integer", "default": 5, "minimum": 1},
-                "filters": {"type": "string", "description": 'JSON object, e.g. {"text": "M8"}'}}}},
+                "filters": {"type": "string", "description": FILTERS_HELP}}}},
             "application/json": {"schema": {"type": "object", "required": ["drawing_id"], "properties": {
                 "drawing_id": {"type": "string"}, "k": {"type": "integer", "default": 5, "minimum": 1},
-                "filters": {"type": "object", "additionalProperties": {"type": "string"}}}}}}}})
+                "filters": {"type": "object", "additionalProperties": {"type": "string"},
+                            "description": FILTERS_HELP}}}}}}})
     async def search(request: Request) -> dict[str, Any]:
         media = _media_type(request)
         if media == "application/json":

@@ -129,6 +129,10 @@ class LoopConfig:
         gate_max_old_drop: max allowed drop (points of line accuracy) on the old-domain set.
         gate_require_improvement: also require a strict gain in line or character accuracy on the
             new-domain holdout (off only for smoke runs that exercise the rollout path).
+        gate_check_classes: also fail on a per-character-class recall regression
+            (``ocrloop.gate.class_regressions``) when the metrics carry ``char_recall``.
+        gate_min_class_support: occurrences a character class needs in a set to be checked.
+        gate_max_class_recall_drop: max allowed recall drop (points) of any checked class.
         auto_approve: register as Approved when the gate passes (else PendingManualApproval).
         canary_percent: share of traffic the green fleet takes during the canary step.
         canary_bake_s: baking period after the canary before full shift (seconds).
@@ -146,6 +150,9 @@ class LoopConfig:
     gate_min_new_gain: float = 0.0
     gate_max_old_drop: float = 1.0
     gate_require_improvement: bool = True
+    gate_check_classes: bool = True
+    gate_min_class_support: int = 20
+    gate_max_class_recall_drop: float = 10.0
     auto_approve: bool = True
     canary_percent: int = 10
     canary_bake_s: float = 2.0

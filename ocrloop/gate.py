@@ -6,7 +6,12 @@ The gate passes when the candidate
 
 * gains at least ``gate_min_new_gain`` points of line accuracy on the new-domain holdout and is
   strictly better there on line or character accuracy, and
-* loses at most ``gate_max_old_drop`` points of line accuracy on the old-domain set.
+* loses at most ``gate_max_old_drop`` points of line accuracy on the old-domain set, and
+* (when the sets carry per-character recall, ``char_recall``) loses at most
+  ``gate_max_class_recall_drop`` points of recall on any *character class* with at least
+  ``gate_min_class_support`` occurrences in the set: every single character (a CTC class) and the
+  script groups of ``char_group`` (digit, latin, cjk, symbol, other). Each such regression is
+  reported by name, e.g. ``olddomain: '技' recall 100.0% → 80.0% (-20.0 pts, n=25)``.
 
 Standard library only.
 """
@@ -14,20 +19,87 @@ Standard library only.
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from typing import Any
 
 from .config import LoopConfig
 
+CLASS_SETS = ("olddomain", "validation")
+"""Evaluation sets whose per-class recall the gate checks."""
+MAX_REPORTED = 3
+"""Regressions named in ``reasons``/``regressions`` (largest first), so the decision stays short
+enough for registry metadata; ``class_regressions`` gives the full list."""
+
 
 @dataclasses.dataclass(frozen=True)
 class GateDecision:
+    """``passed``; human-readable ``reasons``; the new-domain line-accuracy gain and old-domain
+    drop in points; ``regressions``: ``{"set", "class", "champion", "candidate", "drop_pts", "n"}``
+    for the (up to ``MAX_REPORTED``) character classes that regressed most beyond the threshold
+    (recalls in [0, 1])."""
+
     passed: bool
     reasons: tuple[str, ...]
     new_gain_pts: float
     old_drop_pts: float
+    regressions: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def char_group(ch: str) -> str:
+    """Script group of one character: ``digit`` (Unicode Nd), ``latin`` (letters named LATIN),
+    ``cjk`` (CJK ideographs and CJK punctuation/fullwidth forms), ``symbol`` (Unicode S* or P*
+    outside CJK) or ``other``."""
+    cat = unicodedata.category(ch)
+    if cat == "Nd":
+        return "digit"
+    name = unicodedata.name(ch, "")
+    if "CJK" in name or "IDEOGRAPH" in name or "FULLWIDTH" in name or "\u3000" <= ch <= "\u303f":
+        return "cjk"
+    if cat.startswith("L") and name.startswith("LATIN"):
+        return "latin"
+    if cat[0] in "SP":
+        return "symbol"
+    return "other"
+
+
+def class_recalls(char_recall: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per-class recall from a ``char_recall`` mapping (``{char: {"recall", "n"}}``): every
+    character as its own class, plus ``group:<name>`` classes pooled (micro-averaged) by
+    ``char_group``."""
+    out = {ch: {"recall": float(r["recall"]), "n": int(r["n"])} for ch, r in char_recall.items()}
+    pooled: dict[str, list[float]] = {}
+    for ch, r in char_recall.items():
+        hits_n = pooled.setdefault(f"group:{char_group(ch)}", [0.0, 0.0])
+        hits_n[0] += float(r["recall"]) * int(r["n"])
+        hits_n[1] += int(r["n"])
+    for name, (hits, n) in pooled.items():
+        out[name] = {"recall": hits / n if n else 0.0, "n": int(n)}
+    return out
+
+
+def class_regressions(champion: dict[str, Any], candidate: dict[str, Any], config: LoopConfig) -> list[dict[str, Any]]:
+    """Character classes of the ``CLASS_SETS`` whose recall drops by more than
+    ``config.gate_max_class_recall_drop`` points with champion support ≥
+    ``config.gate_min_class_support``, largest drop first. Sets without ``char_recall`` are
+    skipped; a class the candidate's set lacks counts as recall 0."""
+    found = []
+    for split in CLASS_SETS:
+        champ_set, cand_set = champion.get(split) or {}, candidate.get(split) or {}
+        if "char_recall" not in champ_set or "char_recall" not in cand_set:
+            continue
+        before, after = class_recalls(champ_set["char_recall"]), class_recalls(cand_set["char_recall"])
+        for cls, r in before.items():
+            if r["n"] < config.gate_min_class_support:
+                continue
+            new = after.get(cls, {"recall": 0.0})["recall"]
+            drop = 100.0 * (r["recall"] - new)
+            if drop > config.gate_max_class_recall_drop:
+                found.append({"set": split, "class": cls, "champion": r["recall"], "candidate": new,
+                              "drop_pts": round(drop, 4), "n": r["n"]})
+    return sorted(found, key=lambda g: -g["drop_pts"])
 
 
 def decide(metrics: dict[str, Any], config: LoopConfig) -> GateDecision:
@@ -51,7 +123,20 @@ def decide(metrics: dict[str, Any], config: LoopConfig) -> GateDecision:
     if old_drop > config.gate_max_old_drop:
         passed = False
         reasons.append(f"old-domain line accuracy drop {old_drop:.2f} pts > allowed {config.gate_max_old_drop:.2f}")
+    regressions = class_regressions(champ, cand, config) if config.gate_check_classes else []
+    if regressions:
+        passed = False
+    for g in regressions[:MAX_REPORTED]:
+        label = g["class"] if g["class"].startswith("group:") else repr(g["class"])
+        reasons.append(
+            f"{g['set']}: {label} recall {100 * g['champion']:.1f}% → {100 * g['candidate']:.1f}% "
+            f"(-{g['drop_pts']:.1f} pts, n={g['n']}) > allowed {config.gate_max_class_recall_drop:.1f}"
+        )
+    if len(regressions) > MAX_REPORTED:
+        reasons.append(f"{len(regressions) - MAX_REPORTED} more character classes regressed "
+                       f"(ocrloop.gate.class_regressions lists them all)")
     if passed:
         reasons.append(f"new-domain {new_gain:+.2f} pts line / {new_char_gain:+.2f} pts char; "
                        f"old-domain drop {old_drop:.2f} pts ≤ {config.gate_max_old_drop:.2f}")
-    return GateDecision(passed, tuple(reasons), round(new_gain, 4), round(old_drop, 4))
+    return GateDecision(passed, tuple(reasons), round(new_gain, 4), round(old_drop, 4),
+                        tuple(regressions[:MAX_REPORTED]))

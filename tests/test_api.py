@@ -266,6 +266,33 @@ def test_register_drawing_stores_png_and_indexes_it(client, services, drawings):
     assert r.status_code == 201 and len(r.json()["drawing_id"]) == 32  # generated id
 
 
+def test_title_block_fields_from_ocr_are_filterable(client, services, drawings):
+    """OCR text → derived fields (material, scale, drawing number) → one query combining image
+    similarity and a filter on them."""
+    title_block = ["TITLE MOUNTING PLATE", "MATERIAL S355J2+N", "SCALE 1 : 2", "DWG NO D-40417", "REV C"]
+    for i, d in enumerate(drawings[:4]):
+        lines = title_block if i in (1, 3) else ["MATERIAL AlMg3", "SCALE 1:1"]
+        services.hosting.response = json.dumps({"model_version": "v7", "lines": [
+            {"polygon": [[0, 20 * j], [100, 20 * j], [100, 20 * j + 15], [0, 20 * j + 15]], "text": t, "score": 0.9}
+            for j, t in enumerate(lines)]}).encode()
+        r = client.post("/v1/drawings", files={"file": ("d.png", png(d.image), "image/png")},
+                        data={"drawing_id": f"tb-{i}", "ocr": "true"})
+        assert r.status_code == 201, r.text
+    meta = r.json()["metadata"]
+    assert meta["material"] == ["S355J2+N"] and meta["scale"] == ["1:2"] and meta["drawing_number"] == ["D-40417"]
+    assert meta["revision"] == ["C"] and meta["title"] == ["MOUNTING PLATE"]
+    assert services.index.get("tb-3") == meta
+    # Query with drawing 0's image: nearest overall is tb-0, but the filter keeps only S355 drawings.
+    r = client.post("/v1/search", files={"file": ("q.png", png(drawings[0].image), "image/png")},
+                    data={"k": "3", "filters": '{"material": "s355", "scale": "1:2"}'})
+    assert r.status_code == 200, r.text
+    assert sorted(h["drawing_id"] for h in r.json()["results"]) == ["tb-1", "tb-3"]
+    r = client.post("/v1/search", json={"drawing_id": "tb-1", "k": 5, "filters": {"material": "almg"}})
+    assert sorted(h["drawing_id"] for h in r.json()["results"]) == ["tb-0", "tb-2"]
+    r = client.post("/v1/search", json={"drawing_id": "tb-1", "k": 5, "filters": {"drawing_number": "d-404"}})
+    assert [h["drawing_id"] for h in r.json()["results"]] == ["tb-3"]
+
+
 def test_register_refuses_bad_input(client, drawings):
     ok = png(drawings[0].image)
     for bad_id in ("../etc/passwd", "a b", "-x", "x" * 129):

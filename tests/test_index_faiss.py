@@ -118,20 +118,55 @@ def test_filters_substring_case_insensitive_on_text_fields(index, rng):
     assert [h["id"] for h in hits] == [f"d{i}" for i in odd[np.argsort(-(x[odd] @ x[9]))[:4]]]
 
 
-def test_broad_filter_uses_hnsw_overfetch(tmp_path, rng, monkeypatch):
+def test_filtered_search_paths(tmp_path, rng, monkeypatch):
+    """Broad filter: one over-fetch round, no enumeration of matches. Selective (no match among
+    the first candidates): enumerated and scored exactly, or, with more matches than
+    EXACT_FILTER_MAX, a deeper over-fetch. Some matches among the first candidates: a deeper
+    over-fetch sized by their share. All return the exact filtered top-k here."""
     import ocrloop.index.faiss_index as fi
 
     monkeypatch.setattr(fi, "EXACT_FILTER_MAX", 10)
-    calls = []
-    original = IndexVersion._overfetch
-    monkeypatch.setattr(IndexVersion, "_overfetch", lambda self, *a: calls.append(a[1]) or original(self, *a))
+    rounds, lookups = [], []
+    overfetch, match = IndexVersion._overfetch, IndexVersion._match_labels
+    monkeypatch.setattr(IndexVersion, "_overfetch", lambda self, *a, **kw: rounds.append(kw["factor"]) or overfetch(self, *a, **kw))
+    monkeypatch.setattr(IndexVersion, "_match_labels", lambda self, *a: lookups.append(a[1]) or match(self, *a))
     ix = FaissIndex(tmp_path / "i", D)
     x = unit(rng, 300)
-    ix.upsert([f"d{i}" for i in range(300)], x, [{"group": "a" if i % 10 else "b"} for i in range(300)])
-    hits = ix.search(x[20], k=5, filters={"group": "b"})  # 30 matches > 10: over-fetch path
-    assert calls == [5]
-    members = np.arange(0, 300, 10)
-    assert [h["id"] for h in hits] == [f"d{i}" for i in members[np.argsort(-(x[members] @ x[20]))[:5]]]
+    ix.upsert([f"d{i}" for i in range(300)], x,
+              [{"group": ("half" if i % 2 else "") + (" tenth" if i % 10 == 0 else "") + (" few" if i % 50 == 0 else "")}
+               for i in range(300)])
+
+    def exact(members, q, k):
+        members = np.asarray(members)
+        return [f"d{i}" for i in members[np.argsort(-(x[members] @ q))[:k]]]
+
+    assert [h["id"] for h in ix.search(x[21], k=5, filters={"group": "half"})] == exact(range(1, 300, 2), x[21], 5)
+    assert rounds == [fi.OVERFETCH] and lookups == []
+    rounds.clear()
+    monkeypatch.setattr(fi, "DEEP_FETCH_MAX", 0)  # as if the first looks had seen no match
+    assert [h["id"] for h in ix.search(x[50], k=3, filters={"group": "few"})] == exact(range(0, 300, 50), x[50], 3)
+    assert rounds[0] == fi.OVERFETCH and rounds[-1] <= 10 * fi.OVERFETCH and lookups == [11]
+    rounds.clear()
+    lookups.clear()
+    hits = ix.search(x[20], k=5, filters={"group": "tenth"})  # 30 matches > 10
+    assert [h["id"] for h in hits] == exact(range(0, 300, 10), x[20], 5)
+    assert rounds[0] == fi.OVERFETCH and rounds[-1] == 4 * fi.OVERFETCH and lookups == [11]
+    assert max(rounds[:-1]) <= 10 * fi.OVERFETCH
+    monkeypatch.setattr(fi, "DEEP_FETCH_MAX", 4096)
+    rounds.clear()
+    lookups.clear()
+    hits = ix.search(x[30], k=5, filters={"group": "tenth"})  # the first round saw some: walk deeper
+    assert [h["id"] for h in hits] == exact(range(0, 300, 10), x[30], 5)
+    assert len(rounds) == 2 and rounds[1] > fi.OVERFETCH and lookups == []
+    # A walk that does not meet k matches within DEEP_FETCH_MAX candidates (only 6 drawings match)
+    # falls back to the exact path instead of fetching the whole graph.
+    monkeypatch.setattr(fi, "DEEP_FETCH_MAX", 100)
+    monkeypatch.setattr(fi, "filter_plan", lambda *a: ("walk", 2.0))
+    rounds.clear()
+    lookups.clear()
+    hits = ix.search(x[100], k=10, filters={"group": "few"})
+    assert [h["id"] for h in hits] == exact(range(0, 300, 50), x[100], 10) and len(hits) == 6
+    assert rounds == [fi.OVERFETCH, 2.0] and lookups == [11]
     assert EXACT_FILTER_MAX == 4096  # the module default is untouched outside this test
 
 
@@ -264,3 +299,55 @@ def test_bad_input_is_refused_with_clear_errors(index, rng):
 def test_flatten_text():
     assert flatten_text(["a", {"b": 1, "c": [2.5, None]}]) == "a\n1\n2.5\n"
     assert flatten_text(None) == "" and flatten_text(True) == "True"
+
+
+def test_version_written_before_the_trigram_index_is_migrated(tmp_path, rng):
+    import sqlite3
+
+    home = tmp_path / "idx"
+    ix = FaissIndex(home, D)
+    x = unit(rng, 30)
+    ix.upsert([f"d{i}" for i in range(30)], x, [{"text": f"MATERIAL {'S235JR' if i % 3 == 0 else 'AlMg3'}", "i": i}
+                                                for i in range(30)])
+    folder = ix.live().folder
+    ix.close()
+    # Rewrite docs.sqlite the way the first release laid it out: fields keyed by (label, field),
+    # a row for every key (empty texts too), no FTS table, no stored live count.
+    db = sqlite3.connect(folder / "docs.sqlite", isolation_level=None)
+    rows = db.execute("SELECT label, field, folded FROM fields").fetchall()
+    db.executescript("""
+        DROP TRIGGER fields_ai; DROP TRIGGER fields_ad; DROP TABLE fields_fts; DROP TABLE fields;
+        CREATE TABLE fields (label INTEGER NOT NULL, field TEXT NOT NULL, folded TEXT NOT NULL,
+                             PRIMARY KEY (label, field));
+        CREATE INDEX fields_by_field ON fields (field);
+        DELETE FROM counters WHERE name = 'live';""")
+    labels = sorted({label for label, _, _ in rows})
+    db.executemany("INSERT INTO fields VALUES (?, ?, ?)", rows + [(label, "empty", "") for label in labels[:5]])
+    db.close()
+
+    again = FaissIndex(home, D)
+    assert again.count() == 30
+    assert again.matching_ids({"material": "s235"}) == sorted(f"d{i}" for i in range(0, 30, 3))
+    assert again.matching_ids({"text": "almg3"}) == sorted(f"d{i}" for i in range(30) if i % 3)
+    assert again.matching_ids({"empty": ""}) == []  # empty texts never match (they were stored before)
+    assert again.search(x[4], 1, filters={"text": "material"})[0]["id"] == "d4"
+    again.delete(["d0"])
+    assert again.count() == 29 and again.matching_ids({"material": "s235"})[0] == "d12"
+    again.close()
+
+
+def test_filter_plan_chooses_the_cheaper_of_walking_and_enumerating():
+    from ocrloop.index.faiss_index import DEEP_FETCH_MAX, OVERFETCH, filter_plan
+
+    # 1 % of a million drawings match: meeting 10 takes ≈ 2,000 candidates, enumerating 10,000 rows.
+    assert filter_plan(10, 1_000_000, 400, 0.01, 10.0 * OVERFETCH) == ("walk", pytest.approx(200.0))
+    # 1 % of 20,000: 200 matches are cheaper to enumerate and score exactly.
+    assert filter_plan(10, 20_000, 400, 0.01, 10.0 * OVERFETCH) == ("enumerate", 0.0)
+    # A walk deeper than DEEP_FETCH_MAX is never chosen.
+    tiny = 2.0 * 10 / (DEEP_FETCH_MAX * 2)
+    assert filter_plan(10, 10**9, 400, tiny, 10.0 * OVERFETCH)[0] == "enumerate"
+    # Nothing matched among 40 candidates of a million: look 10× deeper once, then enumerate.
+    assert filter_plan(10, 1_000_000, 40, 0.0, OVERFETCH) == ("look", 10.0 * OVERFETCH)
+    assert filter_plan(10, 1_000_000, 400, 0.0, 10.0 * OVERFETCH) == ("enumerate", 0.0)
+    # …unless even the 95 % bound on the matches (3/40 of 1,000 drawings) is cheap to enumerate.
+    assert filter_plan(10, 1_000, 40, 0.0, OVERFETCH) == ("enumerate", 0.0)

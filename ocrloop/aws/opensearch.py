@@ -9,11 +9,27 @@ same settings and mapping from the index template ``<alias>`` (pattern ``<alias>
 
 Mapping (https://docs.opensearch.org/latest/field-types/supported-field-types/knn-vector/ and
 https://docs.opensearch.org/latest/vector-search/creating-vector-index/):
-``embedding`` is a ``knn_vector`` with method ``hnsw``, engine ``faiss``, space ``innerproduct``
-(vectors are L2-normalised, so inner product = cosine), ``m`` 16 and ``ef_construction`` 128
-(DESIGN.md: faiss HNSW M=16 at 1M × 512-d gave recall@10 ≈ 0.998). Metadata strings are mapped as
-``keyword`` (dynamic template) so ``filters`` are exact-match ``term`` filters, applied inside the
-k-NN query (faiss efficient filtering, OpenSearch ≥ 2.9) rather than after it.
+
+* ``embedding``: ``knn_vector``, method ``hnsw``, engine ``faiss``, space ``innerproduct`` (vectors
+  are L2-normalised, so inner product = cosine), ``m`` / ``ef_construction`` / ``ef_search`` from
+  ``ocrloop.index`` (the values ``bench/search.py`` tuned on the local faiss HNSW; the same library
+  builds OpenSearch's per-segment graphs).
+* ``metadata``: the drawing's metadata, kept in ``_source`` but not indexed (``enabled: false``):
+  clients register arbitrary JSON, and a key that is a number in one drawing and a string in the
+  next would otherwise be a mapping conflict that fails the bulk request.
+* ``filter_text.<key>``: one ``wildcard`` field (OpenSearch ≥ 2.15; n-gram indexed, for arbitrary
+  substrings) per metadata key holding ``fields.filter_texts(metadata)``: the Unicode case-folded,
+  flattened text of the key. The key is percent-encoded (``filter_field``) so ``.`` in client keys
+  cannot create object paths.
+
+Filters (``filters={field: substring}``) have the semantics of ``ocrloop.index.fields`` on both
+runtimes: the substring, case-folded in Python, must occur in the folded text, i.e. a ``wildcard``
+query ``*<escaped substring>*`` on ``filter_text.<key>`` (an empty substring: ``exists``). They run
+*inside* the k-NN query (``knn.<field>.filter``: efficient filtering, faiss engine, OpenSearch ≥ 2.9),
+which returns ``k`` matching drawings whenever ``k`` exist — not a post-filter that can return fewer
+(https://docs.opensearch.org/latest/vector-search/filter-search-knn/efficient-knn-filtering/).
+Every k-NN query sends ``method_parameters.ef_search`` (OpenSearch ≥ 2.16), so the recall/latency
+point is the one benchmarked, whatever the index setting says. The domain runs 2.19 (``infra/search.py``).
 
 Query vectors may be ``[D]`` or ``[Q, D]`` (e.g. the four rotations ``Embedder.embed_query``
 returns): a multi-vector query runs one k-NN search per row (``_msearch``) and keeps each id's best
@@ -25,11 +41,45 @@ opensearch-py is imported lazily: this module is importable where the package is
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import quote
 
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 128
-HNSW_EF_SEARCH = 128
+from ..index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M
+from ..index.fields import check_filters, filter_texts, with_derived_fields
+
+FILTER_TEXT = "filter_text"
+"""Object holding one ``wildcard`` field per metadata key (``filter_field``)."""
+
+
+def encode_key(key: str) -> str:
+    """Metadata key → field name under ``filter_text``: percent-encoded UTF-8, everything but
+    ``A-Z a-z 0-9 _ -`` escaped (``.`` too, so ``"a.b"`` stays one field instead of an object path)."""
+    return quote(key, safe="_-").replace(".", "%2E")
+
+
+def filter_field(key: str) -> str:
+    """Path of the filterable text of metadata ``key``: ``filter_text.<encode_key(key)>``."""
+    return f"{FILTER_TEXT}.{encode_key(key)}"
+
+
+def wildcard_literal(text: str) -> str:
+    """``text`` escaped for a Lucene ``wildcard`` pattern (``\\``, ``*`` and ``?`` get a backslash)."""
+    return re.sub(r"([\\*?])", r"\\\1", text)
+
+
+def filter_clauses(filters: Mapping[str, str] | None) -> list[dict[str, Any]]:
+    """Query DSL clauses (all must match) for ``filters``, same semantics as the local index.
+
+    Raises:
+        ValueError: malformed filters (``fields.check_filters``).
+    """
+    clauses: list[dict[str, Any]] = []
+    for key, needle in sorted(check_filters(filters).items()):
+        if needle:
+            clauses.append({"wildcard": {filter_field(key): {"value": f"*{wildcard_literal(needle)}*"}}})
+        else:
+            clauses.append({"exists": {"field": filter_field(key)}})
+    return clauses
 
 
 def connect(endpoint: str, region: str, credentials: Any = None, *, timeout_s: float = 30.0) -> Any:
@@ -72,9 +122,24 @@ def _rows(vectors: Any) -> list[list[float]]:
     return [_floats(values)]
 
 
+def cosine_from_score(score: float) -> float:
+    """Inner product (= cosine for unit vectors) from OpenSearch's ``_score`` of a faiss
+    ``innerproduct`` field, which is ``ip + 1`` for ``ip > 0`` and ``1 / (1 - ip)`` otherwise
+    (https://docs.opensearch.org/latest/mappings/supported-field-types/knn-spaces/), so that both
+    runtimes report the same score as the local index.
+
+    Raises:
+        ValueError: ``score <= 0`` (not a score this space produces).
+    """
+    if score <= 0:
+        raise ValueError(f"not a faiss innerproduct score: {score}")
+    return score - 1.0 if score >= 1.0 else 1.0 - 1.0 / score
+
+
 def merge_hits(responses: Sequence[dict[str, Any]], k: int) -> list[dict[str, Any]]:
     """Top-k ``{"id", "score", "metadata"}`` over one or more ``_search`` responses, each id at its
-    best score (several query vectors: the drawing's best rotation wins).
+    best score (several query vectors: the drawing's best rotation wins). ``score`` is the cosine
+    similarity (``cosine_from_score``), as on the local index.
 
     Raises:
         RuntimeError: a response of ``_msearch`` carries an error.
@@ -85,8 +150,8 @@ def merge_hits(responses: Sequence[dict[str, Any]], k: int) -> list[dict[str, An
             raise RuntimeError(f"k-NN search failed: {response['error']}")
         for hit in response["hits"]["hits"]:
             hid = hit["_id"]
-            if hid not in best or hit["_score"] > best[hid]["score"]:
-                best[hid] = {"id": hid, "score": float(hit["_score"]),
+            if hid not in best or cosine_from_score(float(hit["_score"])) > best[hid]["score"]:
+                best[hid] = {"id": hid, "score": cosine_from_score(float(hit["_score"])),
                              "metadata": hit.get("_source", {}).get("metadata", {})}
     return sorted(best.values(), key=lambda h: (-h["score"], h["id"]))[:k]
 
@@ -133,10 +198,10 @@ class OpenSearchIndex:
                 },
                 "mappings": {
                     "dynamic_templates": [{
-                        "metadata_strings": {
-                            "path_match": "metadata.*",
+                        "filter_texts": {
+                            "path_match": f"{FILTER_TEXT}.*",
                             "match_mapping_type": "string",
-                            "mapping": {"type": "keyword", "ignore_above": 1024},
+                            "mapping": {"type": "wildcard"},
                         }
                     }],
                     "properties": {
@@ -152,7 +217,8 @@ class OpenSearchIndex:
                             },
                         },
                         "drawing_id": {"type": "keyword"},
-                        "metadata": {"type": "object"},
+                        "metadata": {"type": "object", "enabled": False},
+                        FILTER_TEXT: {"type": "object"},
                     },
                 },
             },
@@ -207,6 +273,10 @@ class OpenSearchIndex:
                index: str | None = None) -> None:
         """Index (add or replace) drawings by id. ``vectors``: float32 [N, D], L2-normalised.
 
+        Each drawing's metadata gets the fields derived from its OCR text
+        (``fields.with_derived_fields``) and its filterable texts (``filter_text``), exactly as the
+        local index stores them.
+
         Args:
             index: a concrete index (backfilling a new version); default the alias.
 
@@ -221,8 +291,10 @@ class OpenSearchIndex:
         for drawing_id, row, meta in zip(ids, rows, metadata):
             if len(row) != self.dim:
                 raise ValueError(f"vector of {len(row)} values for a {self.dim}-d index")
+            meta = with_derived_fields(meta)
             body.append({"index": {"_index": index or self.alias, "_id": drawing_id}})
-            body.append({"drawing_id": drawing_id, "embedding": row, "metadata": dict(meta)})
+            body.append({"drawing_id": drawing_id, "embedding": row, "metadata": meta,
+                         FILTER_TEXT: {encode_key(key): text for key, text in filter_texts(meta).items()}})
         if body:
             self._bulk(body)
 
@@ -232,13 +304,20 @@ class OpenSearchIndex:
         if body:
             self._bulk(body, ignore_not_found=True)
 
-    def knn_query(self, vector: Sequence[float], k: int, filters: dict[str, str] | None = None) -> dict[str, Any]:
-        """The ``_search`` body of one k-NN query (pure)."""
-        knn: dict[str, Any] = {"vector": list(vector), "k": k}
-        if filters:
-            knn["filter"] = {"bool": {"filter": [{"term": {f"metadata.{key}": value}}
-                                                 for key, value in sorted(filters.items())]}}
-        return {"size": k, "_source": {"excludes": ["embedding"]}, "query": {"knn": {"embedding": knn}}}
+    def knn_query(self, vector: Sequence[float], k: int, filters: Mapping[str, str] | None = None, *,
+                  ef_search: int = HNSW_EF_SEARCH) -> dict[str, Any]:
+        """The ``_search`` body of one k-NN query (pure): ``k`` nearest drawings with the filters
+        applied inside the graph search and ``method_parameters.ef_search = max(ef_search, k)``.
+
+        Raises:
+            ValueError: malformed filters.
+        """
+        knn: dict[str, Any] = {"vector": list(vector), "k": k,
+                               "method_parameters": {"ef_search": max(int(ef_search), int(k))}}
+        clauses = filter_clauses(filters)
+        if clauses:
+            knn["filter"] = {"bool": {"filter": clauses}}
+        return {"size": k, "_source": {"excludes": ["embedding", FILTER_TEXT]}, "query": {"knn": {"embedding": knn}}}
 
     def search(self, vector: Any, k: int = 10, filters: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """Top-k ``{"id", "score", "metadata"}``, best first."""
@@ -260,6 +339,37 @@ class OpenSearchIndex:
         if self.current_index() is None:
             return 0
         return int(self._os.count(index=self.alias)["count"])
+
+    def get(self, drawing_id: str) -> dict[str, Any] | None:
+        """Metadata of an indexed drawing, or None (``indexing.index_one`` keeps it on refresh)."""
+        from opensearchpy.exceptions import NotFoundError
+
+        try:
+            doc = self._os.get(index=self.alias, id=drawing_id, _source_includes=["metadata"])
+        except NotFoundError:
+            return None
+        return doc["_source"].get("metadata", {}) if doc.get("found") else None
+
+    def matching_ids(self, filters: Mapping[str, str], *, page: int = 1000) -> list[str]:
+        """Ids of every drawing matching ``filters`` (sorted), no vector: the filter clause of
+        ``knn_query`` run as a plain query, paged with ``search_after`` on ``drawing_id``.
+
+        Raises:
+            ValueError: malformed filters.
+        """
+        clauses = filter_clauses(filters)
+        query = {"bool": {"filter": clauses}} if clauses else {"match_all": {}}
+        ids: list[str] = []
+        after: list[Any] | None = None
+        while True:
+            body: dict[str, Any] = {"size": page, "_source": False, "query": query, "sort": [{"drawing_id": "asc"}]}
+            if after is not None:
+                body["search_after"] = after
+            hits = self._os.search(index=self.alias, body=body)["hits"]["hits"]
+            ids += [h["_id"] for h in hits]
+            if len(hits) < page:
+                return ids
+            after = hits[-1]["sort"]
 
     def _bulk(self, body: list[dict[str, Any]], ignore_not_found: bool = False) -> None:
         response = self._os.bulk(body=body, refresh="wait_for")

@@ -9,5 +9,9 @@ free of paddle/onnxruntime):
 * ``base`` — ``ensure_base_model()``: the cached v0 model version folder;
 * ``export`` — ``export_artifact`` / ``load_artifact``: the model version folder contract;
 * ``train`` — the SageMaker-contract training job (``training_image/train.py`` calls ``main``);
+* ``continual`` — dictionary growth, freezing, the character-balanced replay sampler and
+  distillation used by ``train``;
+* ``symbols`` — rendered GD&T / hole-callout lines (⌀ ⌴ ⌵ ↧ ⌖ ⏥ ⌭ ⊥ ∥ ◎ ⌒) in fonts that draw them;
+* ``datasets`` — new-domain / replay / old-domain channels with leak-free splits (benchmark data);
 * ``lines`` — rendered text lines for checks and tests.
 """

@@ -20,6 +20,17 @@ and the candidate (its exported ``model.onnx`` under ONNX Runtime, what serving 
 validation and old-domain sets; prints ``METRIC name=value`` lines for SageMaker
 ``MetricDefinitions`` (e.g. regex ``validation_line_acc=([0-9.]+)``) and writes ``metrics.json``.
 
+Continual-learning options (``Hyperparameters``; the pieces live in ``ocrloop.model.continual``):
+dictionary extension with a grown CTC head (old classes decode as before), freezing
+(BN statistics / backbone / backbone + neck), a separate LR multiplier for the head, the
+character-balanced replay sampler, distillation from the frozen champion on replay samples
+(Hinton et al. 2015), early stopping on the validation set (best weights kept), and checkpoints
+that carry all of it (a resumed run ends as an uninterrupted one). Metrics per set: line accuracy,
+character accuracy, normalised edit distance, per-character recall, micro recall of the *new*
+characters (the ones the dict gained + ``new_chars``) and of the old ones, and a ``by_kind``
+breakdown when manifests tag lines with ``kind``. The promotion gate (``ocrloop.gate.decide``
+with ``gate_config``) is applied to the result and recorded in ``metrics.json`` and the card.
+
 Paddle is imported only once the inputs have been validated, so bad input fails fast.
 """
 
@@ -44,7 +55,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .continual import DRAWING_SYMBOLS, FREEZE_CHOICES
+
 DEFAULT_ML_ROOT = "/opt/ml"
+SAMPLERS = ("epoch", "balanced")
 CHANNELS_EVAL = ("validation", "olddomain")
 KEEP_CHECKPOINTS = 2
 
@@ -75,6 +89,32 @@ class Hyperparameters:
         weight_decay: AdamW decoupled weight decay, applied to conv/linear weights only.
         grad_clip_norm: global-norm gradient clipping threshold (PaddleOCR rec configs: 10).
         model_version / parent_version / dataset_versions: lineage for the model card.
+        extend_dict: append characters of the training labels that the champion's dict lacks and
+            grow the CTC head (``ocrloop.model.continual.grow_head``: old classes decode exactly as
+            before); off → such samples are skipped as ``out_of_dict``.
+        freeze: ``none`` | ``backbone`` | ``backbone_neck`` (only the CTC head trains; its input
+            features are then computed once per crop, see ``continual.FeatureCache``).
+        head_lr_mult: the CTC head's LR is ``learning_rate × head_lr_mult`` (new or never-emitted
+            classes need a larger step on the head than the body tolerates).
+        sampler: ``epoch`` (one seeded permutation of the manifest per epoch) or ``balanced``
+            (``continual.BalancedReplaySampler``: ``replay_fraction`` of each batch is replay,
+            drawn character-balanced with exponent ``replay_balance``).
+        replay_fraction / replay_balance: see ``sampler``; 0.3 is the loop's 7:3 mix.
+        distill_alpha / distill_temperature: weight α and temperature T of the distillation term
+            from the frozen champion on replay samples (``continual.distillation_loss``; Hinton et
+            al. 2015); α = 0 turns it off.
+        eval_every: evaluate the candidate (Paddle) on the ``validation`` channel every this many
+            steps (0: never); needed by early stopping and ``target_line_acc``.
+        eval_max_lines: in-training evaluations use this many validation lines (a seeded sample;
+            0: all). The final evaluation always uses all.
+        early_stopping_patience: stop after this many evaluations without improvement of the
+            score ``line_acc + 0.001 × char_acc`` by more than ``early_stopping_min_delta``, and
+            keep the best evaluated weights (0: off).
+        target_line_acc: stop as soon as an evaluation reaches this validation line accuracy
+            (0: off; the benchmark's "train until it matches" budget).
+        new_chars: characters reported as *new* in the metrics (with the ones the dict gained).
+        gate_config: JSON object of ``ocrloop.config.LoopConfig`` fields (gate thresholds) for
+            the gate decision the job writes into the model card (``{}``: defaults).
     """
 
     max_steps: int = 60
@@ -91,6 +131,21 @@ class Hyperparameters:
     model_version: str = "candidate"
     parent_version: str | None = None
     dataset_versions: list[str] = dataclasses.field(default_factory=list)
+    extend_dict: bool = True
+    freeze: str = "none"
+    head_lr_mult: float = 1.0
+    sampler: str = "epoch"
+    replay_fraction: float = 0.3
+    replay_balance: float = 0.5
+    distill_alpha: float = 0.0
+    distill_temperature: float = 2.0
+    eval_every: int = 0
+    eval_max_lines: int = 0
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.0
+    target_line_acc: float = 0.0
+    new_chars: str = DRAWING_SYMBOLS
+    gate_config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_sagemaker(cls, raw: dict[str, Any]) -> "Hyperparameters":
@@ -120,6 +175,14 @@ class Hyperparameters:
                     if not isinstance(parsed, list):
                         raise ValueError("expected a JSON list")
                     kwargs[key] = [str(v) for v in parsed]
+                elif key == "gate_config":
+                    parsed = json.loads(value) if isinstance(value, str) else value
+                    if not isinstance(parsed, dict):
+                        raise ValueError("expected a JSON object")
+                    from ocrloop.config import LoopConfig
+
+                    LoopConfig.from_mapping(parsed)  # unknown keys / bad values fail here
+                    kwargs[key] = parsed
                 elif key == "parent_version":
                     kwargs[key] = None if value in (None, "", "null", "None") else str(value)
                 elif isinstance(default, bool):
@@ -141,6 +204,20 @@ class Hyperparameters:
                 raise InputError(f"hyperparameter {name} must be >= 1")
         if hp.warmup_steps < 0 or not (0 < hp.learning_rate < 1) or hp.max_width < 16:
             raise InputError("warmup_steps >= 0, 0 < learning_rate < 1 and max_width >= 16 required")
+        if hp.freeze not in FREEZE_CHOICES:
+            raise InputError(f"hyperparameter freeze must be one of {FREEZE_CHOICES}, got {hp.freeze!r}")
+        if hp.sampler not in SAMPLERS:
+            raise InputError(f"hyperparameter sampler must be one of {SAMPLERS}, got {hp.sampler!r}")
+        for name in ("replay_fraction", "replay_balance", "target_line_acc"):
+            if not 0.0 <= getattr(hp, name) <= 1.0:
+                raise InputError(f"hyperparameter {name} must be in [0, 1]")
+        if hp.head_lr_mult <= 0 or hp.distill_alpha < 0 or hp.distill_temperature <= 0:
+            raise InputError("head_lr_mult > 0, distill_alpha >= 0 and distill_temperature > 0 required")
+        for name in ("eval_every", "eval_max_lines", "early_stopping_patience"):
+            if getattr(hp, name) < 0:
+                raise InputError(f"hyperparameter {name} must be >= 0")
+        if (hp.early_stopping_patience or hp.target_line_acc) and not hp.eval_every:
+            raise InputError("early_stopping_patience / target_line_acc need eval_every > 0")
         return hp
 
 
@@ -149,11 +226,13 @@ class Hyperparameters:
 
 @dataclasses.dataclass
 class Sample:
-    """One line crop: ``image`` absolute path, ``text`` label, ``origin`` new/replay/base."""
+    """One line crop: ``image`` absolute path, ``text`` label, ``origin`` new/replay/base, and an
+    optional ``kind`` tag (e.g. ``corpus``/``symbol``) that evaluations break results down by."""
 
     image: Path
     text: str
     origin: str = "new"
+    kind: str | None = None
 
 
 def read_manifest(channel_dir: str | Path) -> list[Sample]:
@@ -184,7 +263,8 @@ def read_manifest(channel_dir: str | Path) -> list[Sample]:
             raise InputError(f"{manifest}:{lineno}: image path {obj['image']!r} leaves the channel folder")
         if not path.is_file():
             raise InputError(f"{manifest}:{lineno}: image {obj['image']!r} not found")
-        samples.append(Sample(path, obj["text"], str(obj.get("origin", "new"))))
+        kind = obj.get("kind")
+        samples.append(Sample(path, obj["text"], str(obj.get("origin", "new")), None if kind is None else str(kind)))
     return samples
 
 
@@ -333,8 +413,10 @@ def evaluate(
     (no cap, like serving).
 
     Returns:
-        ``{"line_acc", "char_acc", "n", "char_recall": {char: {"recall", "n"}}}`` (fractions in
-        [0, 1]; see ``char_recall``).
+        ``{"line_acc", "char_acc", "norm_edit_distance", "n", "char_recall": {char: {"recall",
+        "n"}}}`` (fractions in [0, 1]; ``norm_edit_distance`` is the mean normalised Levenshtein
+        distance, ``1 - char_acc``; see ``char_recall``), plus ``"by_kind": {kind: {"line_acc",
+        "char_acc", "n"}}`` when samples carry a ``kind``.
     """
     from ocrloop.metrics import summarize
     from ocrloop.textline import ctc_greedy_decode, make_batch
@@ -348,7 +430,19 @@ def evaluate(
         for i, (text, _) in zip(idx, ctc_greedy_decode(probs, classes)):
             preds[i] = text
     labels = [s.text for s in samples]
-    return {**summarize(preds, labels), "char_recall": char_recall(preds, labels)}
+    summary = summarize(preds, labels)
+    out = {
+        **summary,
+        "norm_edit_distance": 1.0 - summary["char_acc"] if labels else 0.0,
+        "char_recall": char_recall(preds, labels),
+    }
+    kinds = sorted({s.kind for s in samples if s.kind is not None})
+    if kinds:
+        out["by_kind"] = {
+            k: summarize([p for p, s in zip(preds, samples) if s.kind == k], [s.text for s in samples if s.kind == k])
+            for k in kinds
+        }
+    return out
 
 
 # --- job -------------------------------------------------------------------------------------
@@ -559,10 +653,15 @@ def load_checkpoint(ckpt: Path, model, optimizer) -> dict[str, Any]:
 
 def make_optimizer(model, hp: Hyperparameters):
     """AdamW (decay on conv/linear weights only) with linear warmup + cosine decay and global-norm
-    clipping. Returns ``(optimizer, scheduler)``; call ``scheduler.step()`` once per step."""
+    clipping, over the trainable parameters (frozen ones and BN statistics have ``stop_gradient``).
+    The CTC head (``model.head``, when present) is its own parameter group with LR multiplier
+    ``hp.head_lr_mult``. Returns ``(optimizer, scheduler)``; call ``scheduler.step()`` once per
+    step."""
     import paddle
 
     params = [p for p in model.parameters() if not p.stop_gradient]  # not BN running statistics
+    if not params:
+        raise InputError("nothing to train: every parameter is frozen")
     decay_names = {p.name for p in params if len(p.shape) >= 2}
     cosine_steps = max(1, hp.max_steps - hp.warmup_steps)
     sched: Any = paddle.optimizer.lr.CosineAnnealingDecay(hp.learning_rate, T_max=cosine_steps, eta_min=0.0)
@@ -570,9 +669,16 @@ def make_optimizer(model, hp: Hyperparameters):
         # start at lr / (warmup + 1) rather than 0 so the first step is not wasted
         start = hp.learning_rate / (hp.warmup_steps + 1)
         sched = paddle.optimizer.lr.LinearWarmup(sched, hp.warmup_steps, start, hp.learning_rate)
+    head = getattr(model, "head", None)
+    head_ids = {id(p) for p in head.parameters()} if isinstance(head, paddle.nn.Layer) else set()
+    groups: Any = params
+    if hp.head_lr_mult != 1.0 and head_ids:
+        body = [p for p in params if id(p) not in head_ids]
+        head_params = [p for p in params if id(p) in head_ids]
+        groups = ([{"params": body}] if body else []) + [{"params": head_params, "learning_rate": hp.head_lr_mult}]
     opt = paddle.optimizer.AdamW(
         learning_rate=sched,
-        parameters=params,
+        parameters=groups,
         weight_decay=hp.weight_decay,
         apply_decay_param_fun=lambda name: name in decay_names,
         grad_clip=paddle.nn.ClipGradByGlobalNorm(hp.grad_clip_norm),
@@ -580,24 +686,28 @@ def make_optimizer(model, hp: Hyperparameters):
     return opt, sched
 
 
-def set_train_mode(model, freeze_bn: bool) -> None:
-    """``model.train()``, then BatchNorm layers back to eval mode if ``freeze_bn``."""
+def set_train_mode(model, freeze_bn: bool, freeze: str = "none") -> None:
+    """``model.train()``, then BatchNorm layers back to eval mode if ``freeze_bn`` and the layers
+    frozen by ``freeze`` (``continual.frozen_layers``) wholly to eval mode."""
     from .arch import batchnorm_layers
+    from .continual import frozen_layers
 
     model.train()
     if freeze_bn:
         for bn in batchnorm_layers(model):
             bn.eval()
+    if hasattr(model, "backbone"):
+        for layer in frozen_layers(model, freeze):
+            layer.eval()
 
 
-def ctc_batch_loss(model, x: np.ndarray, labels: Sequence[Sequence[int]]):
+def ctc_loss_from_logits(logits, labels: Sequence[Sequence[int]]):
     """Mean CTC loss (Graves et al. 2006; blank 0, PaddleOCR ``CTCLoss``: per-sample loss, then
-    the batch mean) of ``model`` on ``x`` float32 ``[N, 3, 48, W]`` with integer ``labels``.
-    Returns a scalar paddle Tensor."""
+    the batch mean) of pre-softmax ``logits`` float32 ``[N, T, C]`` (paddle Tensor) against integer
+    ``labels``. Returns a scalar paddle Tensor."""
     import paddle
     import paddle.nn.functional as F
 
-    logits = model(paddle.to_tensor(x))  # [N, T, C]
     n, t = logits.shape[0], logits.shape[1]
     max_len = max(len(lab) for lab in labels)
     padded = np.zeros((n, max_len), dtype=np.int32)
@@ -614,6 +724,61 @@ def ctc_batch_loss(model, x: np.ndarray, labels: Sequence[Sequence[int]]):
     return loss.mean()
 
 
+def ctc_batch_loss(model, x: np.ndarray, labels: Sequence[Sequence[int]]):
+    """``ctc_loss_from_logits(model(x), labels)`` for ``x`` float32 ``[N, 3, 48, W]``."""
+    import paddle
+
+    return ctc_loss_from_logits(model(paddle.to_tensor(x)), labels)
+
+
+def make_sampler(data: Sequence[tuple[Sample, list[int]]], hp: Hyperparameters, state: dict[str, Any] | None):
+    """The training data order of ``hp.sampler`` (``EpochSampler`` or
+    ``continual.BalancedReplaySampler``), resumed from ``state`` (its ``state()``)."""
+    from .continual import BalancedReplaySampler
+
+    if hp.sampler == "balanced":
+        return BalancedReplaySampler(
+            [s.origin for s, _ in data],
+            [s.text for s, _ in data],
+            hp.seed,
+            hp.replay_fraction,
+            hp.replay_balance,
+            **(state or {}),
+        )
+    return EpochSampler(len(data), hp.seed, **(state or {}))
+
+
+BEST_WEIGHTS = "best.pdparams"
+"""Early stopping's best evaluated weights, beside the step checkpoints."""
+
+
+def _save_best(model, ckpt_root: Path | None, memory: dict[str, Any]) -> None:
+    import paddle
+
+    if ckpt_root is None:
+        memory["weights"] = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+        return
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_root / f".{BEST_WEIGHTS}.tmp"
+    paddle.save(model.state_dict(), str(tmp))
+    os.replace(tmp, ckpt_root / BEST_WEIGHTS)
+
+
+def _restore_best(model, ckpt_root: Path | None, memory: dict[str, Any]) -> bool:
+    import paddle
+
+    if ckpt_root is None:
+        if "weights" not in memory:
+            return False
+        model.set_state_dict(memory["weights"])
+        return True
+    path = ckpt_root / BEST_WEIGHTS
+    if not path.is_file():
+        return False
+    model.set_state_dict(paddle.load(str(path)))
+    return True
+
+
 def train_steps(
     model,
     optimizer,
@@ -623,28 +788,78 @@ def train_steps(
     hp: Hyperparameters,
     state: dict[str, Any],
     ckpt_root: Path | None,
+    *,
+    teacher=None,
+    old_index: np.ndarray | None = None,
+    evaluate_fn: Callable[[Any], dict[str, Any]] | None = None,
+    features=None,
 ) -> dict[str, Any]:
     """Run optimizer steps from ``state["step"]`` to ``hp.max_steps`` (checkpointing every
     ``hp.checkpoint_every`` steps and after the last one when ``ckpt_root`` is given).
 
-    ``state`` carries ``step``, ``samples_seen``, ``sampler``, ``wall_s``, ``cpu_s``, ``last_loss``
-    and is updated in place and returned.
+    Each step: a batch from ``make_sampler``; loss ``CTC`` on the whole batch plus, when
+    ``teacher`` is given and ``hp.distill_alpha > 0``, ``α · continual.distillation_loss`` on its
+    replay rows (``origin != "new"``) against the frozen ``teacher`` (the champion, with its own
+    class list; ``old_index`` maps its classes into the model's). With ``features`` (a
+    ``continual.FeatureCache``, for ``freeze="backbone_neck"``) only ``model.head`` runs per step.
+
+    Every ``hp.eval_every`` steps ``evaluate_fn(model)`` (→ ``{"line_acc", "char_acc", ...}`` on the
+    holdout) drives early stopping (``hp.early_stopping_patience``) and ``hp.target_line_acc``; the
+    best evaluated weights are kept (``checkpoints/best.pdparams``, or in memory without
+    ``ckpt_root``) and restored at the end when early stopping is on.
+
+    ``state`` carries ``step``, ``samples_seen``, ``sampler``, ``wall_s``, ``cpu_s`` (training
+    only), ``eval_cpu_s``, ``last_loss``, ``last_distill`` and ``early_stopping``; it is updated in
+    place and returned. Everything that decides the next step is in ``state`` or the checkpoint, so
+    a resumed run ends with the same weights as an uninterrupted one.
 
     Raises:
         FloatingPointError: a non-finite loss.
     """
+    import paddle
+
     from ocrloop.textline import make_batch
 
-    sampler = EpochSampler(len(data), hp.seed, **state.get("sampler", {}))
-    set_train_mode(model, hp.freeze_bn)
-    while state["step"] < hp.max_steps:
+    from .continual import distillation_loss
+
+    sampler = make_sampler(data, hp, state.get("sampler"))
+    distill = teacher is not None and hp.distill_alpha > 0
+    if teacher is not None:
+        teacher.eval()
+    es_on = evaluate_fn is not None and hp.eval_every > 0
+    es = state.setdefault("early_stopping", {"best_score": None, "best_step": None, "bad_evals": 0, "history": []})
+    es.setdefault("stopped", None)
+    memory: dict[str, Any] = {}
+    set_train_mode(model, hp.freeze_bn, hp.freeze)
+    while state["step"] < hp.max_steps and not es["stopped"]:
         t0, c0 = time.perf_counter(), time.process_time()
         batch = [data[i] for i in sampler.next(hp.batch_size)]
-        x = make_batch([images(s.image) for s, _ in batch], max_width=hp.max_width)
-        loss = ctc_batch_loss(model, x, [lab for _, lab in batch])
+        crops = [images(s.image) for s, _ in batch]
+        labels = [lab for _, lab in batch]
+        replay_rows = [i for i, (s, _) in enumerate(batch) if s.origin != "new"]
+        if features is not None:
+            feats = paddle.to_tensor(features.features([s.image for s, _ in batch], crops))
+            logits = model.head(feats)
+            width = features.width
+        else:
+            x = make_batch(crops, max_width=hp.max_width)
+            logits = model(paddle.to_tensor(x))
+            width = x.shape[3]
+        loss = ctc_loss_from_logits(logits, labels)
+        kd_value = None
+        if distill and replay_rows:
+            rows = paddle.to_tensor(np.array(replay_rows, dtype=np.int64))
+            with paddle.no_grad():
+                if features is not None:  # frozen body == the champion's: only the heads differ
+                    t_logits = teacher.head(paddle.index_select(feats, rows, axis=0))
+                else:
+                    t_logits = teacher(paddle.to_tensor(x[replay_rows]))
+            kd = distillation_loss(paddle.index_select(logits, rows, axis=0), t_logits, hp.distill_temperature, old_index)
+            kd_value = float(kd)
+            loss = loss + hp.distill_alpha * kd
         value = float(loss)
         if not math.isfinite(value):
-            raise FloatingPointError(f"non-finite CTC loss {value} at step {state['step'] + 1}")
+            raise FloatingPointError(f"non-finite loss {value} at step {state['step'] + 1}")
         loss.backward()
         optimizer.step()
         optimizer.clear_grad()
@@ -654,21 +869,74 @@ def train_steps(
         state["samples_seen"] += len(batch)
         state["sampler"] = sampler.state()
         state["last_loss"] = value
+        state["last_distill"] = kd_value
         state["wall_s"] += time.perf_counter() - t0
         state["cpu_s"] += time.process_time() - c0
         emit("train_loss", value)
         emit("learning_rate", lr)
-        log(f"step {state['step']}/{hp.max_steps} loss {value:.4f} lr {lr:.3g} width {x.shape[3]}")
-        if ckpt_root is not None and (state["step"] % hp.checkpoint_every == 0 or state["step"] == hp.max_steps):
+        if kd_value is not None:
+            emit("distill_loss", kd_value)
+        log(f"step {state['step']}/{hp.max_steps} loss {value:.4f} lr {lr:.3g} width {width}"
+            + (f" kd {kd_value:.4f}" if kd_value is not None else ""))
+        if es_on and (state["step"] % hp.eval_every == 0 or state["step"] == hp.max_steps):
+            c1 = time.process_time()
+            res = evaluate_fn(model)
+            set_train_mode(model, hp.freeze_bn, hp.freeze)
+            state["eval_cpu_s"] = state.get("eval_cpu_s", 0.0) + time.process_time() - c1
+            score = res["line_acc"] + 0.001 * res["char_acc"]
+            es["history"].append({"step": state["step"], "line_acc": res["line_acc"], "char_acc": res["char_acc"]})
+            emit("holdout_line_acc", res["line_acc"])
+            if es["best_score"] is None or score > es["best_score"] + hp.early_stopping_min_delta:
+                es.update(best_score=score, best_step=state["step"], bad_evals=0)
+                if hp.early_stopping_patience:
+                    _save_best(model, ckpt_root, memory)
+            else:
+                es["bad_evals"] += 1
+            if hp.target_line_acc and res["line_acc"] >= hp.target_line_acc:
+                es["stopped"] = "target_reached"
+            elif hp.early_stopping_patience and es["bad_evals"] >= hp.early_stopping_patience:
+                es["stopped"] = "patience"
+            log(f"holdout line_acc {res['line_acc']:.4f} char_acc {res['char_acc']:.4f} "
+                f"(best step {es['best_step']}, stop: {es['stopped']})")
+        if ckpt_root is not None and (
+            state["step"] % hp.checkpoint_every == 0 or state["step"] == hp.max_steps or es["stopped"]
+        ):
             save_checkpoint(ckpt_root, model, optimizer, state)
+    if hp.early_stopping_patience and es["best_step"] is not None and es["best_step"] != state["step"]:
+        if _restore_best(model, ckpt_root, memory):
+            log(f"restored the best holdout weights of step {es['best_step']}")
+            es["restored_step"] = es["best_step"]
     model.eval()
     return state
 
 
-def _emit_eval(prefix: str, results: dict[str, dict[str, Any]]) -> None:
+def with_char_groups(result: dict[str, Any], new_chars: set[str]) -> dict[str, Any]:
+    """``result`` (``evaluate``) plus ``new_char_recall`` / ``old_char_recall``: micro-averaged
+    recall (``{"recall", "n"}``, recall ``None`` when no such character occurs) over the characters
+    in ``new_chars`` and over all others (``continual.group_recall``)."""
+    from .continual import group_recall
+
+    out = dict(result)
+    for key, invert in (("new_char_recall", False), ("old_char_recall", True)):
+        g = group_recall(result["char_recall"], new_chars, invert=invert)
+        out[key] = {"recall": None if g["n"] == 0 else g["recall"], "n": g["n"]}
+    return out
+
+
+def _emit_eval(prefix: str, results: dict[str, dict[str, Any]], new_chars: set[str] | frozenset = frozenset()) -> None:
+    """METRIC lines per evaluation set: line/char accuracy, normalised edit distance, new/old
+    character recall and the recall of each new character present
+    (``<set>_recall_u<hex code point>``, e.g. ``validation_recall_u2334`` for ⌴)."""
     for split, res in results.items():
-        for key in ("line_acc", "char_acc"):
-            emit(f"{prefix}{split}_{key}", res[key])
+        for key in ("line_acc", "char_acc", "norm_edit_distance"):
+            if key in res:
+                emit(f"{prefix}{split}_{key}", res[key])
+        for key in ("new_char_recall", "old_char_recall"):
+            if (res.get(key) or {}).get("recall") is not None:
+                emit(f"{prefix}{split}_{key}", res[key]["recall"])
+        for ch, r in res.get("char_recall", {}).items():
+            if ch in new_chars:
+                emit(f"{prefix}{split}_recall_u{ord(ch):04x}", r["recall"])
 
 
 def run_job(paths: JobPaths) -> dict[str, Any]:
@@ -688,22 +956,22 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
     from .base import BASE_MODEL_NAME
     from .export import export_artifact, load_artifact, ort_session, paddle_probs, write_json
 
+    from .continual import FeatureCache, apply_freeze, extend_classes, grow_head, new_characters
+
     paddle.seed(hp.seed)
     images = ImageCache()
+    teacher = None
     with tempfile.TemporaryDirectory(prefix="ocrloop-champion-") as scratch:
         champion_dir = locate_champion(paths.channel("model"), Path(scratch))
         model, classes = load_artifact(champion_dir)
+        if hp.distill_alpha > 0:
+            teacher, _ = load_artifact(champion_dir)  # frozen copy of the champion
+            for p in teacher.parameters():
+                p.stop_gradient = True
         champion_card_path = champion_dir / "model_card.json"
         champion_card = json.loads(champion_card_path.read_text()) if champion_card_path.is_file() else {}
     log(f"champion {champion_card.get('model_version', '?')} loaded ({len(classes)} classes)")
-
-    t_min = time_steps(min(320, hp.max_width))
-    data, skipped = encode_samples(inputs.train, classes, t_min)
-    emit("skipped_samples", skipped["total"])
-    if skipped["total"]:
-        log(f"skipped training samples: {skipped}")
-    if not data:
-        raise InputError(f"no trainable samples left after skipping {skipped}")
+    champion_classes = list(classes)
 
     # Champion evaluation (step-0 weights), cached beside the checkpoints so a resume skips it.
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -718,23 +986,67 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
             for name, samples in inputs.eval_sets.items()
         }
         write_json(champion_cache, champion_eval)
-    _emit_eval("champion_", champion_eval)
     log("champion evaluated")
 
+    # Dictionary extension: characters of the training labels the champion cannot output.
+    added = new_characters([s.text for s in inputs.train], classes) if hp.extend_dict else []
+    old_index = None
+    if added:
+        classes = extend_classes(classes, added)
+        old_index = grow_head(model, len(classes))
+        log(f"dict extended by {len(added)} characters {''.join(added)!r}: {len(champion_classes)} -> {len(classes)} classes")
+    emit("added_chars", len(added))
+    n_frozen = apply_freeze(model, hp.freeze)
+    if n_frozen:
+        log(f"froze {hp.freeze} ({n_frozen} parameter tensors)")
+
+    t_min = time_steps(min(320, hp.max_width))
+    data, skipped = encode_samples(inputs.train, classes, t_min)
+    emit("skipped_samples", skipped["total"])
+    if skipped["total"]:
+        log(f"skipped training samples: {skipped}")
+    if not data:
+        raise InputError(f"no trainable samples left after skipping {skipped}")
+    new_set = set(added) | set(hp.new_chars)
+    champion_eval = {name: with_char_groups(res, new_set) for name, res in champion_eval.items()}
+    _emit_eval("champion_", champion_eval, new_set)
+
+    evaluate_fn = None
+    validation = inputs.eval_sets.get("validation")
+    if hp.eval_every and validation:
+        holdout = list(validation)
+        if hp.eval_max_lines and len(holdout) > hp.eval_max_lines:
+            pick = np.random.default_rng([hp.seed, 31]).permutation(len(holdout))[: hp.eval_max_lines]
+            holdout = [holdout[i] for i in sorted(pick)]
+
+        def evaluate_fn(m):
+            return evaluate(lambda x: paddle_probs(m, x), holdout, classes, images, hp.eval_batch_size)
+
+    features = FeatureCache(model, hp.max_width) if hp.freeze == "backbone_neck" and hp.max_width <= 320 else None
+
     optimizer, scheduler = make_optimizer(model, hp)
-    state: dict[str, Any] = {"step": 0, "samples_seen": 0, "wall_s": 0.0, "cpu_s": 0.0, "last_loss": None}
+    state: dict[str, Any] = {"step": 0, "samples_seen": 0, "wall_s": 0.0, "cpu_s": 0.0, "last_loss": None,
+                             "num_classes": len(classes)}
     resumed_from = 0
     if checkpoints:
         state = load_checkpoint(checkpoints[-1], model, optimizer)
+        if state.get("num_classes", len(classes)) != len(classes):
+            raise RuntimeError(f"checkpoint has {state['num_classes']} classes, this job {len(classes)}")
         resumed_from = state["step"]
         # the schedule is a function of (hyperparameters, step): recompute it rather than trusting
         # the saved scheduler position (closed form for the cosine part)
         scheduler.step(resumed_from)
         log(f"resumed from checkpoint {checkpoints[-1].name}")
     emit("resumed_from_step", resumed_from)
-    state = train_steps(model, optimizer, scheduler, data, images, hp, state, paths.checkpoints)
+    state = train_steps(model, optimizer, scheduler, data, images, hp, state, paths.checkpoints, teacher=teacher,
+                        old_index=old_index, evaluate_fn=evaluate_fn, features=features)
+    teacher = None
     if state["last_loss"] is not None:
         emit("final_loss", state["last_loss"])
+    es = state.get("early_stopping") or {}
+    if es.get("history"):
+        emit("stopped_at_step", state["step"])
+        emit("best_holdout_step", es["best_step"])
 
     check_samples = (inputs.eval_sets.get("validation") or inputs.train)[:8]
     check_images = [images(s.image) for s in check_samples]
@@ -750,6 +1062,17 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         "trainable_samples": len(data),
         "resumed_from_step": resumed_from,
         "origins": dict(Counter(s.origin for s, _ in data)),
+        "eval_cpu_s": round(state.get("eval_cpu_s", 0.0), 3),
+        "early_stopping": es or None,
+        "last_distill_loss": state.get("last_distill"),
+        "frozen": hp.freeze,
+        "feature_cache_entries": len(features) if features is not None else 0,
+    }
+    chars_summary = {
+        "added": added,
+        "new": sorted(new_set),
+        "num_classes_champion": len(champion_classes),
+        "num_classes": len(classes),
     }
     card = {
         "model_version": hp.model_version,
@@ -760,6 +1083,7 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         "training_job": os.environ.get("TRAINING_JOB_NAME"),
         "input_data_config": inputs.inputdataconfig,
         "num_classes": len(classes),
+        "chars": chars_summary,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "train": train_summary,
     }
@@ -771,10 +1095,12 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
     sess = ort_session(paths.model / "model.onnx")
     in_name = sess.get_inputs()[0].name
     candidate_eval = {
-        name: evaluate(lambda x: sess.run(None, {in_name: x})[0], samples, classes, images, hp.eval_batch_size)
+        name: with_char_groups(
+            evaluate(lambda x: sess.run(None, {in_name: x})[0], samples, classes, images, hp.eval_batch_size), new_set
+        )
         for name, samples in inputs.eval_sets.items()
     }
-    _emit_eval("", candidate_eval)
+    _emit_eval("", candidate_eval, new_set)
     export_check = json.loads((paths.model / "model_card.json").read_text(encoding="utf-8"))["export_check"]
     emit("paddle_onnx_max_abs_diff", export_check["max_abs_diff"])
     metrics = {
@@ -788,8 +1114,23 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         },
         "engines": {"champion": "paddle", "candidate": "onnxruntime"},
         "model_version": hp.model_version,
+        "chars": chars_summary,
     }
+    from ocrloop import gate
+    from ocrloop.config import LoopConfig
+
+    decision = gate.decide(metrics, LoopConfig.from_mapping(hp.gate_config))  # the loop's gate, as a record
+    metrics["gate"] = decision.to_json()
+    emit("gate_passed", float(decision.passed))
+    for reason in decision.reasons:
+        log(f"gate: {reason}")
     card["eval"] = {"champion": champion_eval, "candidate": candidate_eval}
+    gate_config = LoopConfig.from_mapping(hp.gate_config)
+    card["gate"] = {
+        **decision.to_json(),
+        "all_regressions": gate.class_regressions(champion_eval, candidate_eval, gate_config),
+        "config": {k: v for k, v in gate_config.to_dict().items() if k.startswith("gate_")},
+    }
     card["export_check"] = export_check
     write_json(paths.model / "metrics.json", metrics)
     write_json(paths.model / "model_card.json", card)

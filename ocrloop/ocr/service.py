@@ -19,9 +19,12 @@ bad base64 or an undecodable image; 413 body over ``max_body_bytes`` or image ov
 
 Environment for ``run_server``: ``SM_MODEL_DIR``, ``SAGEMAKER_BIND_TO_PORT``, ``OCRLOOP_BIND_HOST``
 (default ``0.0.0.0`` as a container needs; the local hosting adapter passes ``127.0.0.1``),
-``OCRLOOP_MAX_BODY_BYTES``, ``OCRLOOP_MAX_PIXELS``, ``OCRLOOP_MAX_CONCURRENCY``,
-``OCRLOOP_INTRA_OP_THREADS``, ``OCRLOOP_PARENT_PID`` (exit when that process is gone, so a local
-endpoint never outlives its owner).
+``OCRLOOP_MAX_BODY_BYTES``, ``OCRLOOP_MAX_PIXELS``, ``OCRLOOP_MAX_CONCURRENCY`` (OCR calls at once;
+default: CPU count, at most 4), ``OCRLOOP_INTRA_OP_THREADS`` (threads per inference call, default
+1), ``OCRLOOP_REC_ENGINE`` (``onnx``, the default, or ``paddle``: recognition on Paddle Inference),
+``OCRLOOP_PARENT_PID`` (exit when that process is gone, so a local endpoint never outlives its
+owner). On a 2-core instance 2 concurrent requests × 1 thread give the most sheets/s (measured in
+``bench/ocr_serving.py``, see ``bench/README.md``).
 """
 
 from __future__ import annotations
@@ -137,7 +140,8 @@ def parse_json_request(body: bytes) -> tuple[str, Any]:
 
 def create_app(model_dir: str | Path | None = None, *, engine: OcrEngine | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
-               max_concurrency: int | None = None, intra_op_threads: int = 1) -> FastAPI:
+               max_concurrency: int | None = None, intra_op_threads: int = 1,
+               rec_engine: str = "onnx") -> FastAPI:
     """Build the FastAPI app serving one model version (loaded now, so ``/ping`` is 200 at once).
 
     Args:
@@ -147,16 +151,18 @@ def create_app(model_dir: str | Path | None = None, *, engine: OcrEngine | None 
         max_pixels: decoded image limit in pixels (413 above it).
         max_concurrency: OCR calls run at once in worker threads (default: CPU count, at most 4);
             others wait, while ``/ping`` stays responsive.
-        intra_op_threads: ONNX Runtime threads per session when the engine is built here.
+        intra_op_threads: threads per inference call when the engine is built here.
+        rec_engine: recognition runtime when the engine is built here: ``"onnx"`` (ONNX Runtime)
+            or ``"paddle"`` (Paddle Inference on the artifact's ``inference.json``).
 
     Raises:
         ModelLoadError: the model folder cannot be served.
-        ValueError: neither ``model_dir`` nor ``engine``.
+        ValueError: neither ``model_dir`` nor ``engine``, or an unknown ``rec_engine``.
     """
     if engine is None:
         if model_dir is None:
             raise ValueError("create_app needs model_dir or engine")
-        engine = OcrEngine(model_dir, intra_op_threads=intra_op_threads)
+        engine = OcrEngine(model_dir, intra_op_threads=intra_op_threads, engine=rec_engine)
     limiter = anyio.CapacityLimiter(max_concurrency or min(4, os.cpu_count() or 1))
     app = FastAPI(title="ocrloop inference", version=engine.model_version)
     app.state.engine = engine
@@ -253,6 +259,7 @@ def run_server() -> None:
         max_pixels=int(os.environ.get("OCRLOOP_MAX_PIXELS", DEFAULT_MAX_PIXELS)),
         max_concurrency=int(os.environ.get("OCRLOOP_MAX_CONCURRENCY") or 0) or None,
         intra_op_threads=int(os.environ.get("OCRLOOP_INTRA_OP_THREADS", "1")),
+        rec_engine=os.environ.get("OCRLOOP_REC_ENGINE", "onnx"),
     )
     log.info("model %s loaded from %s in %.0f ms", app.state.engine.model_version, model_dir,
              (time.perf_counter() - t0) * 1000)

