@@ -323,6 +323,14 @@ def test_gate_names_regressed_character_classes():
     assert gate.decide(metrics, LoopConfig(gate_max_class_recall_drop=40.0)).passed
     assert gate.decide(metrics, LoopConfig(gate_check_classes=False)).passed
     assert gate.char_group("技") == "cjk" and gate.char_group("⌀") == "symbol" and gate.char_group("7") == "digit"
+    # the record the training job writes into the model card
+    from ocrloop.model.train import gate_record
+
+    record = gate_record(metrics, {"gate_max_old_drop": 1.0})
+    assert record["passed"] is False and record["config"]["gate_max_old_drop"] == 1.0
+    assert [g["class"] for g in record["all_regressions"]] == ["group:cjk", "技"]
+    no_sets = gate_record({"champion": {}, "candidate": {}}, {})
+    assert no_sets["passed"] is False and "not applicable" in no_sets["reasons"][0]
 
 
 def test_hyperparameters_for_continual_training():
@@ -377,3 +385,15 @@ def test_splits_never_leak():
     assert len(s_test) == 10 and len(s_train) == 60
     assert {ln.text for ln in s_train}.isdisjoint({ln.text for ln in s_test})
     assert Counter(ln.text for ln in s_train).most_common(1)[0][1] == 2
+
+
+def test_old_domain_set_is_read_exactly_by_v0_and_disjoint_from_the_pool():
+    from ocrloop.data.base_pool import default_recognizer
+    from ocrloop.model.datasets import assert_disjoint, base_sets
+
+    v0 = default_recognizer()
+    pool, old, report = base_sets(n_pool=20, n_old=12, seed=3, recognize=v0)
+    assert len(old) == 12 and len(pool) == 20 and report["offered"] >= 12
+    assert [v0([ln.image])[0].strip() for ln in old] == [ln.text.strip() for ln in old]
+    assert_disjoint(pool, old)
+    assert {ln.text for ln in pool}.isdisjoint({ln.text for ln in old})

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-DATA_VERSION = 1
+DATA_VERSION = 2
 """Bump when the content of ``build_continual_data`` changes (cache key)."""
 
 
@@ -143,8 +143,10 @@ def base_sets(n_pool: int, n_old: int, seed: int, recognize: Callable[[list[np.n
     """The replay pool and the old-domain regression set from ``render_base_lines``.
 
     The first distinct texts are offered to ``recognize`` (default: the v0 ONNX model,
-    ``base_pool.default_recognizer``) until ``n_old`` are read exactly; the pool takes ``n_pool``
-    lines among the remaining texts, so the two never share a string.
+    ``base_pool.default_recognizer``) until ``n_old`` are read exactly, both in a batch
+    (``filter_readable``) and alone (v0's reading of a few lines depends on the batch's padded
+    width); the pool takes ``n_pool`` lines among the remaining texts, so the two never share a
+    string.
 
     Returns:
         ``(pool, old_test, report)``; ``report`` counts candidates, kept and dropped lines.
@@ -161,13 +163,19 @@ def base_sets(n_pool: int, n_old: int, seed: int, recognize: Callable[[list[np.n
             seen.add(b.text)
             distinct.append(b)
     recognize = recognize or default_recognizer()
-    kept, dropped, offered = [], 0, 0
+    kept, dropped, unstable, offered = [], 0, 0, 0
     while len(kept) < n_old and offered < len(distinct):
         chunk = distinct[offered : offered + max(64, n_old - len(kept))]
         offered += len(chunk)
         ok, bad = filter_readable(chunk, recognize)
-        kept.extend(ok)
         dropped += len(bad)
+        # PP-OCR's reading of a line can change with the padded batch width (the SVTR neck attends
+        # over the padding): keep only lines read exactly in a batch *and* alone.
+        for b in ok:
+            if recognize([b.image])[0].strip() == b.text.strip():
+                kept.append(b)
+            else:
+                unstable += 1
     if len(kept) < n_old:
         raise RuntimeError(f"only {len(kept)} of {offered} old-domain lines are read exactly by v0")
     old = kept[:n_old]
@@ -184,7 +192,8 @@ def base_sets(n_pool: int, n_old: int, seed: int, recognize: Callable[[list[np.n
                 pool_src.append(b)
     pool = [Line(b.image, b.text, "base", b.text) for b in pool_src]
     old_test = [Line(b.image, b.text, "base", b.text) for b in old]
-    report = {"offered": offered, "readable": len(kept), "unreadable": dropped, "old_test": len(old_test),
+    report = {"offered": offered, "readable": len(kept), "unreadable": dropped, "batch_dependent": unstable,
+              "old_test": len(old_test),
               "pool": len(pool), "langs_old": _count(b.lang for b in old), "langs_pool": _count(b.lang for b in pool_src)}
     return pool, old_test, report
 

@@ -939,6 +939,26 @@ def _emit_eval(prefix: str, results: dict[str, dict[str, Any]], new_chars: set[s
                 emit(f"{prefix}{split}_recall_u{ord(ch):04x}", r["recall"])
 
 
+def gate_record(metrics: dict[str, Any], gate_config: dict[str, Any]) -> dict[str, Any]:
+    """The promotion gate (``ocrloop.gate.decide``) applied by the job to its own metrics, for the
+    model card: the decision, every class regression (not only the named ones) and the thresholds.
+    Without both evaluation sets the gate cannot decide: ``passed`` False with that reason."""
+    from ocrloop import gate
+    from ocrloop.config import LoopConfig
+
+    config = LoopConfig.from_mapping(gate_config)
+    thresholds = {k: v for k, v in config.to_dict().items() if k.startswith("gate_")}
+    try:
+        decision = gate.decide(metrics, config)
+    except KeyError as exc:
+        return {"passed": False, "reasons": [f"gate not applicable: metrics lack {exc}"], "config": thresholds}
+    return {
+        **decision.to_json(),
+        "all_regressions": gate.class_regressions(metrics["champion"], metrics["candidate"], config),
+        "config": thresholds,
+    }
+
+
 def run_job(paths: JobPaths) -> dict[str, Any]:
     """The whole job (see module doc). Returns the metrics dict written to ``metrics.json``.
 
@@ -954,9 +974,8 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
     import paddle
 
     from .base import BASE_MODEL_NAME
-    from .export import export_artifact, load_artifact, ort_session, paddle_probs, write_json
-
     from .continual import FeatureCache, apply_freeze, extend_classes, grow_head, new_characters
+    from .export import export_artifact, load_artifact, ort_session, paddle_probs, write_json
 
     paddle.seed(hp.seed)
     images = ImageCache()
@@ -1116,21 +1135,12 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         "model_version": hp.model_version,
         "chars": chars_summary,
     }
-    from ocrloop import gate
-    from ocrloop.config import LoopConfig
-
-    decision = gate.decide(metrics, LoopConfig.from_mapping(hp.gate_config))  # the loop's gate, as a record
-    metrics["gate"] = decision.to_json()
-    emit("gate_passed", float(decision.passed))
-    for reason in decision.reasons:
+    metrics["gate"] = gate_record(metrics, hp.gate_config)
+    emit("gate_passed", float(metrics["gate"]["passed"]))
+    for reason in metrics["gate"]["reasons"]:
         log(f"gate: {reason}")
     card["eval"] = {"champion": champion_eval, "candidate": candidate_eval}
-    gate_config = LoopConfig.from_mapping(hp.gate_config)
-    card["gate"] = {
-        **decision.to_json(),
-        "all_regressions": gate.class_regressions(champion_eval, candidate_eval, gate_config),
-        "config": {k: v for k, v in gate_config.to_dict().items() if k.startswith("gate_")},
-    }
+    card["gate"] = metrics["gate"]
     card["export_check"] = export_check
     write_json(paths.model / "metrics.json", metrics)
     write_json(paths.model / "model_card.json", card)
