@@ -62,7 +62,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -356,27 +356,44 @@ class Generator:
         sizes[-1] -= int(sizes.sum()) - n
         return sizes[sizes > 0]
 
-    def generate(self, n: int, n_queries: int, chunk: int = 50_000) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``n`` base vectors and ``n_queries`` query vectors.
-
-        Returns:
-            ``(x float32 [n, D], family int64 [n], queries float32 [Q, D], query_family int64 [Q])``.
-        """
+    def layout(self, n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(family sizes, family of each of the n vectors, sorted families of the queries)``."""
         sizes = self.family_sizes(n)
         family = np.repeat(np.arange(len(sizes)), sizes)
         qfam = np.sort(np.random.default_rng([self.seed, 2]).choice(len(sizes), n_queries, replace=False))
-        x = np.empty((n, self.dim), np.float32)
-        queries = np.empty((n_queries, self.dim), np.float32)
+        return sizes, family, qfam
+
+    def blocks(self, n: int, n_queries: int, chunk: int = 12_500) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """The vectors of ``generate`` block by block (``chunk`` families each, ≈ 50k vectors), so a
+        million of them never have to be in memory at once.
+
+        Yields:
+            ``(first row, x block float32 [b, D], query positions int [q], query block float32 [q, D])``.
+        """
+        sizes, family, qfam = self.layout(n, n_queries)
         starts = np.concatenate([[0], np.cumsum(sizes)])
         for j, f0 in enumerate(range(0, len(sizes), chunk)):
             f1 = min(len(sizes), f0 + chunk)
             rng = np.random.default_rng([self.seed, 3, j])
             centres = self._mu + rng.standard_normal((f1 - f0, self._fb.shape[0]), dtype=np.float32) @ self._fb
             local = family[starts[f0]:starts[f1]] - f0
-            x[starts[f0]:starts[f1]] = self._members(centres[local], rng)
-            sel = (qfam >= f0) & (qfam < f1)
-            if sel.any():
-                queries[sel] = self._members(centres[qfam[sel] - f0], np.random.default_rng([self.seed, 4, j]))
+            sel = np.flatnonzero((qfam >= f0) & (qfam < f1))
+            q = (self._members(centres[qfam[sel] - f0], np.random.default_rng([self.seed, 4, j])) if sel.size
+                 else np.zeros((0, self.dim), np.float32))
+            yield int(starts[f0]), self._members(centres[local], rng), sel, q
+
+    def generate(self, n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``n`` base vectors and ``n_queries`` query vectors, all in memory.
+
+        Returns:
+            ``(x float32 [n, D], family int64 [n], queries float32 [Q, D], query_family int64 [Q])``.
+        """
+        _, family, qfam = self.layout(n, n_queries)
+        x = np.empty((n, self.dim), np.float32)
+        queries = np.empty((n_queries, self.dim), np.float32)
+        for r0, xb, sel, qb in self.blocks(n, n_queries):
+            x[r0:r0 + len(xb)] = xb
+            queries[sel] = qb
         return x, family, queries, qfam
 
 
@@ -444,21 +461,34 @@ def grade_probabilities() -> np.ndarray:
     return p / p.sum()
 
 
-def bench_exact(x: np.ndarray, queries: np.ndarray, n_latency: int) -> tuple[dict[str, Any], np.ndarray]:
+Blocks = Callable[[], Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]]
+"""A fresh pass over the generated vectors (``Generator.blocks``)."""
+
+
+def add_blocks(index: Any, blocks: Blocks) -> tuple[float, int]:
+    """Add every block to ``index`` (all threads); ``(seconds spent in add, RSS growth bytes)``,
+    generation not counted."""
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    rss0, spent = rss_bytes(), 0.0
+    for _, xb, _, _ in blocks():
+        t = time.perf_counter()
+        index.add(xb)
+        spent += time.perf_counter() - t
+        del xb
+    return spent, rss_bytes() - rss0
+
+
+def bench_exact(blocks: Blocks, dim: int, queries: np.ndarray, n_latency: int) -> tuple[dict[str, Any], np.ndarray]:
     """IndexFlatIP: build, memory, latency (1 thread), and the exact top-``K`` of every query."""
-    rss0 = rss_bytes()
-    t = time.perf_counter()
-    flat = faiss.IndexFlatIP(x.shape[1])
-    flat.add(x)
-    build_s = time.perf_counter() - t
-    rss1 = rss_bytes()
+    flat = faiss.IndexFlatIP(dim)
+    build_s, rss_delta = add_blocks(flat, blocks)
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     t = time.perf_counter()
     _, truth = flat.search(queries, K)
     batch_s = time.perf_counter() - t
     faiss.omp_set_num_threads(1)
     lat = time_queries(lambda i: flat.search(queries[i:i + 1], K), n_latency)
-    out = {"build_s": build_s, "rss_delta_bytes": rss1 - rss0, "index_bytes": int(flat.ntotal) * x.shape[1] * 4,
+    out = {"build_s": build_s, "rss_delta_bytes": rss_delta, "index_bytes": int(flat.ntotal) * dim * 4,
            "latency": lat, "recall_at_10": 1.0, "batch_search_all_threads_s": batch_s}
     del flat
     gc.collect()
@@ -483,54 +513,69 @@ def choose(sweep: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(ok, key=lambda s: s["ef_search"]) if ok else None
 
 
-def bench_hnsw_raw(x: np.ndarray, queries: np.ndarray, truth: np.ndarray, m: int, efc: int, n_latency: int,
+def bench_hnsw_raw(blocks: Blocks, dim: int, queries: np.ndarray, truth: np.ndarray, m: int, efc: int, n_latency: int,
                    efs: Sequence[int]) -> dict[str, Any]:
-    rss0 = rss_bytes()
-    faiss.omp_set_num_threads(os.cpu_count() or 1)
-    t = time.perf_counter()
-    index = faiss.IndexHNSWFlat(x.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = efc
-    index.add(x)
-    build_s = time.perf_counter() - t
-    rss1 = rss_bytes()
+    build_s, rss_delta = add_blocks(index, blocks)
     nbytes = int(faiss.serialize_index(index).nbytes)
     sweep = sweep_ef(index, queries, truth, n_latency, efs)
     del index
     gc.collect()
-    return {"m": m, "ef_construction": efc, "build_s": build_s, "rss_delta_bytes": rss1 - rss0,
+    return {"m": m, "ef_construction": efc, "build_s": build_s, "rss_delta_bytes": rss_delta,
             "index_bytes": nbytes, "sweep": sweep, "chosen": choose(sweep)}
 
 
-def bench_end_to_end(x: np.ndarray, family: np.ndarray, queries: np.ndarray, truth: np.ndarray, m: int, efc: int,
-                     n_latency: int, efs: Sequence[int], workdir: Path) -> dict[str, Any]:
+def bench_end_to_end(blocks: Blocks, n: int, dim: int, family: np.ndarray, queries: np.ndarray, truth: np.ndarray,
+                     m: int, efc: int, n_latency: int, efs: Sequence[int], workdir: Path) -> dict[str, Any]:
     """Build a ``FaissIndex`` (HNSW + SQLite metadata) and measure raw and end-to-end search."""
     from ocrloop.index import faiss_index as fi
     from ocrloop.index.faiss_index import FaissIndex
 
-    n, dim = x.shape
     grades, p = GRADES, grade_probabilities()
     rng = np.random.default_rng(5)
+    sidecar = workdir / "build.json"
+    reuse = sidecar.exists() and (workdir / "index").exists()
     ix = FaissIndex(workdir / "index", dim, m=m, ef_construction=efc, embedder_name="bench")
+    if reuse and ix.count() != n:
+        raise SystemExit(f"{workdir}: holds {ix.count():,} drawings, not {n:,}; remove it to rebuild")
     rss0 = rss_bytes()
     meta_s = build_s = 0.0
-    for start in range(0, n, UPSERT_CHUNK):
-        stop = min(n, start + UPSERT_CHUNK)
+    pending: list[np.ndarray] = []
+
+    def flush(start: int, stop: int) -> None:
+        nonlocal meta_s, build_s
         t = time.perf_counter()
         metadata = [synthetic_metadata(i, int(family[i]), rng, grades, p) for i in range(start, stop)]
         meta_s += time.perf_counter() - t
+        xs = np.concatenate(pending)
+        pending.clear()
         t = time.perf_counter()
-        ix.upsert([str(i) for i in range(start, stop)], x[start:stop], metadata)
+        ix.upsert([str(i) for i in range(start, stop)], xs, metadata)
         build_s += time.perf_counter() - t
-        del metadata
         log(f"  upserted {stop:,}/{n:,} ({build_s:.0f} s)")
-    rss1 = rss_bytes()
+
+    if reuse:  # built by an earlier run (--index-dir): same generator seed, same vectors
+        built = json.loads(sidecar.read_text())
+        log(f"  reusing the index built {built['built_at']} ({built['build_s_total']:.0f} s)")
+    else:
+        start = 0
+        for r0, xb, _, _ in blocks():
+            pending.append(xb)
+            if r0 + len(xb) - start >= UPSERT_CHUNK:
+                flush(start, r0 + len(xb))
+                start = r0 + len(xb)
+        if pending:
+            flush(start, n)
+        built = {"build_s_total": build_s, "metadata_generation_s": meta_s, "rss_delta_bytes": rss_bytes() - rss0,
+                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_during_build": loadavg()}
+        sidecar.write_text(json.dumps(built))
     live = ix.live()
     folder = live.folder
     hnsw = faiss.downcast_index(live._index.index)
     out: dict[str, Any] = {
-        "m": m, "ef_construction": efc, "build_s_total": build_s, "metadata_generation_s": meta_s,
+        "m": m, "ef_construction": efc, **built, "reused_from_earlier_run": reuse,
         "upsert_chunk": UPSERT_CHUNK,
-        "rss_delta_bytes": rss1 - rss0,
         "index_bytes": (folder / "index.faiss").stat().st_size,
         "sqlite_bytes": sum(f.stat().st_size for f in folder.glob("docs.sqlite*")),
     }
@@ -598,16 +643,20 @@ def bench_end_to_end(x: np.ndarray, family: np.ndarray, queries: np.ndarray, tru
 
 def bench_size(n: int, gen: Generator, args: argparse.Namespace, configs: Sequence[tuple[int, int]],
                e2e_config: tuple[int, int]) -> dict[str, Any]:
-    log(f"N={n:,}: generating vectors")
+    log(f"N={n:,}: generating queries")
     t = time.perf_counter()
-    x, family, queries, qfam = gen.generate(n, args.queries)
+    _, family, qfam = gen.layout(n, args.queries)
+    queries = np.empty((args.queries, gen.dim), np.float32)
+    for _, _, sel, qb in gen.blocks(n, args.queries):
+        queries[sel] = qb
     gen_s = time.perf_counter() - t
-    result: dict[str, Any] = {"n": n, "dim": int(x.shape[1]), "queries": int(len(queries)),
-                              "families": int(family.max() + 1), "generate_s": gen_s, "load_start": loadavg()}
+    blocks: Blocks = lambda: gen.blocks(n, args.queries)  # noqa: E731  regenerated per pass (same vectors)
+    result: dict[str, Any] = {"n": n, "dim": gen.dim, "queries": int(len(queries)),
+                              "families": int(family.max() + 1), "generate_pass_s": gen_s, "load_start": loadavg()}
     result["control_0.3ms_task"] = scheduler_control()
     n_lat_exact = min(args.latency_queries, 200 if n <= 200_000 else 50)
     log(f"N={n:,}: exact search (IndexFlatIP)")
-    result["exact"], truth = bench_exact(x, queries, n_lat_exact)
+    result["exact"], truth = bench_exact(blocks, gen.dim, queries, n_lat_exact)
     # How many of the true top-10 are family members of the query (structure check).
     result["truth_family_share"] = float(np.mean(family[truth] == qfam[:, None]))
     result["hnsw"] = []
@@ -615,14 +664,19 @@ def bench_size(n: int, gen: Generator, args: argparse.Namespace, configs: Sequen
         if (m, efc) == e2e_config:
             continue
         log(f"N={n:,}: HNSW M={m} efConstruction={efc}")
-        result["hnsw"].append(bench_hnsw_raw(x, queries, truth, m, efc, args.latency_queries, args.ef))
+        result["hnsw"].append(bench_hnsw_raw(blocks, gen.dim, queries, truth, m, efc, args.latency_queries, args.ef))
     log(f"N={n:,}: FaissIndex end to end, M={e2e_config[0]} efConstruction={e2e_config[1]}")
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        result["end_to_end"] = bench_end_to_end(x, family, queries, truth, *e2e_config, args.latency_queries, args.ef,
-                                                Path(tmp))
+    if args.index_dir:  # kept between runs: build once, time queries again on a quieter machine
+        kept = Path(args.index_dir) / f"n{n}-m{e2e_config[0]}-efc{e2e_config[1]}"
+        kept.mkdir(parents=True, exist_ok=True)
+        result["end_to_end"] = bench_end_to_end(blocks, n, gen.dim, family, queries, truth, *e2e_config,
+                                                args.latency_queries, args.ef, kept)
+    else:
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            result["end_to_end"] = bench_end_to_end(blocks, n, gen.dim, family, queries, truth, *e2e_config,
+                                                    args.latency_queries, args.ef, Path(tmp))
     result["control_0.3ms_task_end"] = scheduler_control()
     result["load_end"] = loadavg()
-    del x
     gc.collect()
     return result
 
@@ -701,6 +755,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--real-groups", type=int, default=None, help="labelled real groups (default 40; quick 8)")
     ap.add_argument("--synth", type=int, default=None, help="synthetic seed drawings (default 300; quick 40)")
     ap.add_argument("--workdir", default=None, help="folder for the on-disk FaissIndex (default: system temp)")
+    ap.add_argument("--index-dir", default=None,
+                    help="keep the FaissIndex of each N here and reuse it in later runs (build once, time queries "
+                         "again when the machine is quiet)")
+    ap.add_argument("--skip-hnsw-raw", action="store_true", help="measure only the FaissIndex's HNSW at every N")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/search[-quick].json)")
     args = ap.parse_args(argv)
     quick = args.quick
@@ -729,7 +787,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report["generator"]["family_mean"] = FAMILY_MEAN
     report["sizes"] = []
     for n in args.sizes:
-        raw = configs if n <= 200_000 else []
+        raw = configs if n <= 200_000 and not args.skip_hnsw_raw else []
         report["sizes"].append(bench_size(n, gen, args, raw, e2e_config))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1))  # partial results survive a later failure
