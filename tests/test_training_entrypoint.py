@@ -103,6 +103,48 @@ def test_entrypoint_writes_model_metrics_and_metric_lines(first_run):
     assert sorted(p.name for p in (root / "checkpoints").glob("step-*")) == ["step-000001", "step-000002"]
 
 
+def test_sigkilled_job_restarted_ends_like_the_uninterrupted_run(tmp_path, first_run, base_model_dir):
+    """Spot safety, for real: the entrypoint process is SIGKILLed (as a reclaimed spot instance is)
+    as soon as its first checkpoint lands, started again on the same /opt/ml tree, resumes from
+    step 1 and ends with the weights and metrics of the uninterrupted run (``first_run``, same
+    seed, same data)."""
+    import signal
+    import time
+
+    import numpy as np
+    import paddle
+
+    ref_root, ref_proc = first_run
+    assert ref_proc.returncode == 0
+    root = make_job_root(tmp_path, base_model_dir, HP)
+    env = dict(os.environ, OCRLOOP_ML_ROOT=str(root), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, str(ENTRYPOINT), "train"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = root / "checkpoints" / "step-000001" / "state.json"
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and first.exists()
+    assert not (root / "checkpoints" / "step-000002").exists()  # killed mid-run, before step 2
+    assert not (root / "model" / "metrics.json").exists()
+
+    again = run_entrypoint(root, "train")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert metrics_of(again.stdout)["resumed_from_step"] == [1.0]
+    ours = paddle.load(str(root / "checkpoints" / "step-000002" / "model.pdparams"))
+    ref = paddle.load(str(ref_root / "checkpoints" / "step-000002" / "model.pdparams"))
+    assert ours.keys() == ref.keys()
+    for name in ref:
+        np.testing.assert_allclose(ours[name].numpy(), ref[name].numpy(), rtol=1e-5, atol=1e-7, err_msg=name)
+    m_ours = json.loads((root / "model" / "metrics.json").read_text(encoding="utf-8"))
+    m_ref = json.loads((ref_root / "model" / "metrics.json").read_text(encoding="utf-8"))
+    assert m_ours["candidate"] == m_ref["candidate"]
+    assert m_ours["train"]["final_loss"] == pytest.approx(m_ref["train"]["final_loss"], rel=1e-5)
+    assert (m_ours["train"]["steps"], m_ours["train"]["samples_seen"]) == (2, 8)
+
+
 def test_resumes_from_the_latest_checkpoint(first_run, monkeypatch, capsys):
     """A restarted job (here: in-process, same ``main`` as the entrypoint, to save a Paddle
     start-up) continues from the newest checkpoint instead of step 0."""
