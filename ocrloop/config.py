@@ -133,6 +133,12 @@ class LoopConfig:
             (``ocrloop.gate.class_regressions``) when the metrics carry ``char_recall``.
         gate_min_class_support: occurrences a character class needs in a set to be checked.
         gate_max_class_recall_drop: max allowed recall drop (points) of any checked class.
+        gate_max_det_hmean_drop: when the job fine-tuned detection, max allowed drop (points) of
+            detection hmean (ICDAR 2015 IoU ≥ 0.5) on the held-out drawings vs the champion's det.
+        det_steps: detection fine-tuning steps per training job (0: detection is not trained; the
+            candidate keeps the champion's det model). Needs det labels in the dataset version.
+        det_batch_size / det_crop_px / det_learning_rate: detection batch (random crops), crop
+            side (px) and peak LR (warmup + cosine, like rec).
         auto_approve: register as Approved when the gate passes (else PendingManualApproval).
         canary_percent: share of traffic the green fleet takes during the canary step.
         canary_bake_s: baking period after the canary before full shift (seconds).
@@ -153,6 +159,11 @@ class LoopConfig:
     gate_check_classes: bool = True
     gate_min_class_support: int = 20
     gate_max_class_recall_drop: float = 10.0
+    gate_max_det_hmean_drop: float = 1.0
+    det_steps: int = 20
+    det_batch_size: int = 2
+    det_crop_px: int = 640
+    det_learning_rate: float = 1e-4
     auto_approve: bool = True
     canary_percent: int = 10
     canary_bake_s: float = 2.0

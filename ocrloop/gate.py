@@ -11,7 +11,10 @@ The gate passes when the candidate
   ``gate_max_class_recall_drop`` points of recall on any *character class* with at least
   ``gate_min_class_support`` occurrences in the set: every single character (a CTC class) and the
   script groups of ``char_group`` (digit, latin, cjk, symbol, other). Each such regression is
-  reported by name, e.g. ``olddomain: '技' recall 100.0% → 80.0% (-20.0 pts, n=25)``.
+  reported by name, e.g. ``olddomain: '技' recall 100.0% → 80.0% (-20.0 pts, n=25)``, and
+* (when the job also fine-tuned detection: ``candidate.det`` and ``champion.det`` hold
+  ``ocrloop.model.det_eval`` results on the held-out drawings) loses at most
+  ``gate_max_det_hmean_drop`` points of detection hmean.
 
 Standard library only.
 """
@@ -34,7 +37,8 @@ enough for registry metadata; ``class_regressions`` gives the full list."""
 @dataclasses.dataclass(frozen=True)
 class GateDecision:
     """``passed``; human-readable ``reasons``; the new-domain line-accuracy gain and old-domain
-    drop in points; ``regressions``: ``{"set", "class", "champion", "candidate", "drop_pts", "n"}``
+    drop in points; ``det_hmean_drop_pts``: champion − candidate detection hmean in points (None
+    when detection was not trained); ``regressions``: ``{"set", "class", "champion", "candidate", "drop_pts", "n"}``
     for the (up to ``MAX_REPORTED``) character classes that regressed most beyond the threshold
     (recalls in [0, 1])."""
 
@@ -43,6 +47,7 @@ class GateDecision:
     new_gain_pts: float
     old_drop_pts: float
     regressions: tuple[dict[str, Any], ...] = ()
+    det_hmean_drop_pts: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -135,8 +140,28 @@ def decide(metrics: dict[str, Any], config: LoopConfig) -> GateDecision:
     if len(regressions) > MAX_REPORTED:
         reasons.append(f"{len(regressions) - MAX_REPORTED} more character classes regressed "
                        f"(ocrloop.gate.class_regressions lists them all)")
+    det_drop = det_hmean_drop(champ, cand)
+    if det_drop is not None and det_drop > config.gate_max_det_hmean_drop:
+        passed = False
+        reasons.append(f"detection hmean {100 * champ['det']['hmean']:.2f}% → {100 * cand['det']['hmean']:.2f}% "
+                       f"(-{det_drop:.2f} pts) > allowed {config.gate_max_det_hmean_drop:.2f}")
     if passed:
         reasons.append(f"new-domain {new_gain:+.2f} pts line / {new_char_gain:+.2f} pts char; "
                        f"old-domain drop {old_drop:.2f} pts ≤ {config.gate_max_old_drop:.2f}")
+        if det_drop is not None:
+            reasons.append(f"detection hmean {100 * champ['det']['hmean']:.2f}% → {100 * cand['det']['hmean']:.2f}% "
+                           f"(drop {det_drop:+.2f} pts ≤ {config.gate_max_det_hmean_drop:.2f})")
     return GateDecision(passed, tuple(reasons), round(new_gain, 4), round(old_drop, 4),
-                        tuple(regressions[:MAX_REPORTED]))
+                        tuple(regressions[:MAX_REPORTED]), None if det_drop is None else round(det_drop, 4))
+
+
+def det_hmean_drop(champion: dict[str, Any], candidate: dict[str, Any]) -> float | None:
+    """Champion − candidate detection hmean in points when both carry ``det`` results (the job
+    fine-tuned detection), else None.
+
+    Raises:
+        KeyError: a ``det`` entry without ``hmean``.
+    """
+    if not isinstance(champion.get("det"), dict) or not isinstance(candidate.get("det"), dict):
+        return None
+    return 100.0 * (float(champion["det"]["hmean"]) - float(candidate["det"]["hmean"]))
