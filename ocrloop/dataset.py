@@ -4,6 +4,8 @@ Layout of one version in the datasets store (every object written with ``if_abse
 version is never rewritten — a re-delivered event finds ``version.json`` and reuses it)::
 
     versions/<version>/det/label.txt          PaddleOCR det labels: "<image key>\\t[{"transcription", "points"}]"
+    versions/<version>/det/train.txt          the same lines, training drawings only
+    versions/<version>/det/holdout.txt        the same lines, held-out drawings only (det gate)
     versions/<version>/rec/crops/<id>.png     line crops (PaddleOCR get_rotate_crop_image rule)
     versions/<version>/rec/train.jsonl        training samples {"id", "image", "text", "drawing_id"}
     versions/<version>/rec/holdout.jsonl      held-out samples (whole drawings held out)
@@ -91,7 +93,7 @@ def build_version(store: BlobStore, version: str, images: Sequence[LabeledImage]
     if store.exists(prefix + "version.json"):
         return json.loads(store.get(prefix + "version.json"))
     quarantine = list(quarantine)
-    det_lines, train, holdout = [], [], []
+    det_lines, det_held, train, holdout = [], [], [], []
     groups = {img.group or img.drawing_id for img in images}
     held_groups = {g for g in groups if holdout_drawing(g, holdout_fraction, seed)}
     forced = False
@@ -116,6 +118,7 @@ def build_version(store: BlobStore, version: str, images: Sequence[LabeledImage]
         det_lines.append(img.source_ref + "\t" + json.dumps(
             [{"transcription": a.text, "points": [[round(x, 2), round(y, 2)] for x, y in a.polygon]}
              for a in img.annotations], ensure_ascii=False))
+        det_held.append(held)
         for i, ann in enumerate(img.annotations):
             sid = sample_id(img.drawing_id, i, ann.text)
             buf = io.BytesIO()
@@ -144,6 +147,8 @@ def build_version(store: BlobStore, version: str, images: Sequence[LabeledImage]
     }
     files = {
         "det/label.txt": "\n".join(det_lines) + "\n",
+        "det/train.txt": "".join(line + "\n" for line, h in zip(det_lines, det_held) if not h),
+        "det/holdout.txt": "".join(line + "\n" for line, h in zip(det_lines, det_held) if h),
         "rec/train.jsonl": "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in train),
         "rec/holdout.jsonl": "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in holdout),
         "quarantine.jsonl": "".join(json.dumps(q.to_json(), ensure_ascii=False) + "\n" for q in quarantine),

@@ -294,7 +294,10 @@ def write_report(path: Path, r: dict[str, Any], lr, v0_dir: Path, v1_url: str) -
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(fileobj=io.BytesIO(lr.read_uri(v1_url)), mode="r:gz") as tar:
             tar.extractall(tmp, filter="data")
-        v0, v1 = OcrEngine(v0_dir), OcrEngine(Path(tmp))
+        from .ocr.artifact import det_model_path
+
+        v0 = OcrEngine(v0_dir, det_model_path=det_model_path(v0_dir))
+        v1 = OcrEngine(Path(tmp), det_model_path=det_model_path(tmp))  # its fine-tuned det, if any
         ds = r["dataset_version"].get("version")
         samples = read_jsonl(lr.rt.datasets, f"versions/{ds}/rec/holdout.jsonl")[:300] if ds else []
         import numpy as np

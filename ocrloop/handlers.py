@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import logging
+import posixpath
 import tarfile
 from typing import Any
 
@@ -29,7 +30,8 @@ STAGE = "ocrloop:stage"
 METRIC_REGEXES = [
     {"Name": name, "Regex": f"{name}=([0-9.eE+-]+)"}
     for name in ("train_loss", "validation_line_acc", "validation_char_acc", "olddomain_line_acc",
-                 "olddomain_char_acc")
+                 "olddomain_char_acc", "det_hmean", "det_precision", "det_recall", "champion_det_hmean",
+                 "det_final_loss")
 ]
 """SageMaker MetricDefinitions for the ``METRIC name=value`` lines the training entrypoint prints."""
 BASE_TRAIN = "base/train.jsonl"
@@ -225,6 +227,28 @@ def start_training(rt: Runtime, version: str) -> dict[str, Any]:
         input_config.append({"ChannelName": channel, "DataSource": {"S3DataSource": {
             "S3DataType": "S3Prefix", "S3Uri": rt.datasets.uri(base), "S3DataDistributionType": "FullyReplicated"}},
             "InputMode": "File"})
+    det_counts = {}
+    det_sets = {"det_train": _det_lines(rt, [v for v in versions if v <= version], "train"),
+                "det_validation": _det_lines(rt, [v for v in versions if v <= version], "holdout")}
+    det_on = rt.config.det_steps > 0 and all(det_sets.values())
+    for channel, lines in det_sets.items() if det_on else ():
+        base = f"training/{job}/{channel}/"
+        labels = []
+        for key, body in lines:
+            name = hashlib.sha256(key.encode()).hexdigest()[:16] + (posixpath.splitext(key)[1].lower() or ".png")
+            if not rt.datasets.exists(base + name):
+                try:
+                    rt.datasets.put(base + name, read_uri(rt, key))
+                except KeyError as exc:
+                    log.warning("det sheet %s unreadable, skipped: %s", key, exc)
+                    continue
+            labels.append(f"{name}\t{body}\n")
+        if not rt.datasets.exists(base + "label.txt"):
+            rt.datasets.put(base + "label.txt", "".join(labels).encode(), if_absent=True)
+        det_counts[channel] = len(labels)
+        input_config.append({"ChannelName": channel, "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": rt.datasets.uri(base), "S3DataDistributionType": "FullyReplicated"}},
+            "InputMode": "File"})
     input_config.append({"ChannelName": "model", "DataSource": {"S3DataSource": {
         "S3DataType": "S3Prefix", "S3Uri": model_data_url(champ), "S3DataDistributionType": "FullyReplicated"}},
         "InputMode": "File"})
@@ -234,7 +258,11 @@ def start_training(rt: Runtime, version: str) -> dict[str, Any]:
         "learning_rate": rt.config.learning_rate, "warmup_steps": max(1, rt.config.max_steps // 10),
         "seed": rt.config.seed, "freeze_bn": "true", "checkpoint_every": max(5, rt.config.max_steps // 4),
         "model_version": job, "parent_version": parent, "dataset_versions": json.dumps(versions_used),
+        "det_steps": rt.config.det_steps if det_on else 0,
     }
+    if det_on:
+        hyper.update(det_batch_size=rt.config.det_batch_size, det_crop_px=rt.config.det_crop_px,
+                     det_learning_rate=rt.config.det_learning_rate)
     mix_key = f"training/{job}/mix_report.json"
     if not rt.datasets.exists(mix_key):
         rt.datasets.put(mix_key, json.dumps({"dataset_version": version, "parent": parent, **report.to_json(),
@@ -259,7 +287,18 @@ def start_training(rt: Runtime, version: str) -> dict[str, Any]:
     except ObjectExists:
         arn, started = None, False
     return {"dataset_version": version, "training_job": job, "arn": arn, "started": started,
-            "mix": report.to_json(), "channels": {k: len(v) for k, v in channels.items()}}
+            "mix": report.to_json(), "channels": {**{k: len(v) for k, v in channels.items()}, **det_counts}}
+
+
+def _det_lines(rt: Runtime, versions: list[str], split: str) -> list[tuple[str, str]]:
+    """``(image key, annotations JSON)`` of the PaddleOCR det labels ``det/<split>.txt`` (``train`` or
+    ``holdout``) of dataset ``versions`` (versions written before the det split have none)."""
+    out = []
+    for v in versions:
+        key = f"{dataset.VERSIONS_PREFIX}{v}/det/{split}.txt"
+        if rt.datasets.exists(key):
+            out += [tuple(line.split("\t", 1)) for line in rt.datasets.get(key).decode("utf-8").splitlines() if "\t" in line]
+    return out
 
 
 # --------------------------------------------------------------------------- training → registry
@@ -313,12 +352,25 @@ def on_training_completed(event: dict[str, Any], rt: Runtime) -> dict[str, Any]:
             "ocrloop:dataset-versions": hp.get("dataset_versions", "[]"),
             "ocrloop:gate": json.dumps(decision.to_json(), ensure_ascii=False)[:1024],
             "ocrloop:metrics": json.dumps({k: metrics[k] for k in ("champion", "candidate") if k in metrics})[:1024],
+            "ocrloop:det": json.dumps(_det_summary(metrics))[:1024],
             STAGE: "Registered",
         },
     })
     if status_out == "PendingManualApproval":
         rt.notify("ocrloop: model pending approval", f"{job} passed the gate: {'; '.join(decision.reasons)}")
     return {"training_job": job, "model_package": arn, "approval": status_out, "gate": decision.to_json()}
+
+
+def _det_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Registry view of the job's detection result: trained or not, steps, hmean of both models."""
+    det = metrics.get("det") or {}
+    out: dict[str, Any] = {"trained": bool(det.get("trained")), "inherited": bool(det.get("inherited"))}
+    if det.get("trained"):
+        out["steps"] = (det.get("train") or {}).get("steps")
+        for side in ("champion", "candidate"):
+            res = (metrics.get(side) or {}).get("det") or {}
+            out[f"{side}_hmean"] = res.get("hmean")
+    return out
 
 
 # --------------------------------------------------------------------------- approval → deploy

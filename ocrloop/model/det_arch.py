@@ -57,6 +57,12 @@ def det_config():
     )
 
 
+def _upsample(x, scale: int, mode: str):
+    """``F.interpolate(x, scale_factor=scale, mode=mode)`` with the output size given as tensors."""
+    shape = paddle.shape(x)
+    return F.interpolate(x, size=[shape[2] * scale, shape[3] * scale], mode=mode)
+
+
 class DetModel(nn.Layer):
     """PP-OCRv5 mobile DB detector.
 
@@ -78,12 +84,29 @@ class DetModel(nn.Layer):
         self.thresh_head = PPOCRV5MobileDetHead(cfg)  # threshold branch (training only)
         self.k = DB_K
 
+    def features(self, x):
+        """Fused RSE-FPN features float32 ``[N, 96, H/4, W/4]``: paddlex's
+        ``PPOCRV5MobileDetModel.forward`` with nearest upsampling to an explicit output size
+        (paddle2onnx 2.1 cannot convert ``F.interpolate`` with ``scale_factor``: "the 0th
+        elementwise MUST be ir::FloatAttribute")."""
+        body = self.body
+        feats = body.backbone(x)[1:]  # stages 2-5: strides 4, 8, 16, 32
+        neck = body.neck
+        fused = [neck.insert_conv[i](body.layer[i](f)) for i, f in enumerate(feats)]
+        for i in range(2, -1, -1):
+            fused[i] = fused[i] + _upsample(fused[i + 1], 2, neck.interpolate_mode)
+        outs = []
+        for i, scale in enumerate((1, 2, 4, 8)):
+            h = neck.input_conv[i](fused[i])
+            outs.append(h if scale == 1 else _upsample(h, scale, neck.interpolate_mode))
+        return paddle.concat(outs[::-1], axis=1)
+
     def forward(self, x):
-        return self.head(self.body(x))
+        return self.head(self.features(x))
 
     def forward_train(self, x) -> dict[str, paddle.Tensor]:
         """``{"prob", "thresh", "binary"}``, each float32 ``[N, 1, H, W]`` in [0, 1]."""
-        feat = self.body(x)
+        feat = self.features(x)
         prob = self.head(feat)
         thresh = self.thresh_head(feat)
         binary = F.sigmoid(self.k * (prob - thresh))

@@ -98,10 +98,12 @@ def jit_save(model, prefix: str | Path) -> None:
             model.train()
 
 
-def paddle_to_onnx(json_path: str | Path, params_path: str | Path, out_path: str | Path, chars: Sequence[str]) -> None:
+def paddle_to_onnx(json_path: str | Path, params_path: str | Path, out_path: str | Path,
+                   chars: Sequence[str] | None) -> None:
     """Convert a jit-saved model with paddle2onnx (Python API, no optimize tool so nothing is
     pip-installed at run time), fold constants with onnx-graphsurgeon, add the ``character``
-    metadata and save. Raises ``RuntimeError`` if paddle2onnx fails."""
+    metadata (rec; ``chars=None``: no metadata, e.g. det) and save. Raises ``RuntimeError`` if
+    paddle2onnx fails."""
     import onnx
     import onnx_graphsurgeon as gs
     import paddle2onnx
@@ -124,8 +126,9 @@ def paddle_to_onnx(json_path: str | Path, params_path: str | Path, out_path: str
     folded.opset_import.extend(model.opset_import)
     folded.producer_name, folded.producer_version = model.producer_name, model.producer_version
     del folded.metadata_props[:]
-    entry = folded.metadata_props.add()
-    entry.key, entry.value = "character", "\n".join(chars)
+    if chars is not None:
+        entry = folded.metadata_props.add()
+        entry.key, entry.value = "character", "\n".join(chars)
     onnx.checker.check_model(folded)
     onnx.save(folded, str(out_path))
 

@@ -115,6 +115,12 @@ class Hyperparameters:
         new_chars: characters reported as *new* in the metrics (with the ones the dict gained).
         gate_config: JSON object of ``ocrloop.config.LoopConfig`` fields (gate thresholds) for
             the gate decision the job writes into the model card (``{}``: defaults).
+        det_steps: detection fine-tuning steps (``ocrloop.model.det_train``; 0: off). Needs the
+            ``det_train`` and ``det_validation`` channels (PaddleOCR det ``label.txt`` + sheets);
+            without ``det_train`` the candidate keeps the champion's det model.
+        det_batch_size / det_crop_px / det_learning_rate / det_warmup_steps / det_freeze_bn: the
+            det budget (random square crops of ``det_crop_px`` px, a multiple of 32), peak LR,
+            warmup, BatchNorm statistics frozen.
     """
 
     max_steps: int = 60
@@ -146,6 +152,12 @@ class Hyperparameters:
     target_line_acc: float = 0.0
     new_chars: str = DRAWING_SYMBOLS
     gate_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    det_steps: int = 0
+    det_batch_size: int = 2
+    det_crop_px: int = 640
+    det_learning_rate: float = 1e-4
+    det_warmup_steps: int = 2
+    det_freeze_bn: bool = True
 
     @classmethod
     def from_sagemaker(cls, raw: dict[str, Any]) -> "Hyperparameters":
@@ -218,6 +230,10 @@ class Hyperparameters:
                 raise InputError(f"hyperparameter {name} must be >= 0")
         if (hp.early_stopping_patience or hp.target_line_acc) and not hp.eval_every:
             raise InputError("early_stopping_patience / target_line_acc need eval_every > 0")
+        if hp.det_steps < 0 or hp.det_batch_size < 1 or hp.det_warmup_steps < 0:
+            raise InputError("det_steps >= 0, det_batch_size >= 1 and det_warmup_steps >= 0 required")
+        if hp.det_crop_px < 64 or hp.det_crop_px % 32 or not (0 < hp.det_learning_rate < 1):
+            raise InputError("det_crop_px must be a multiple of 32 (>= 64) and 0 < det_learning_rate < 1")
         return hp
 
 
@@ -989,6 +1005,11 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
                 p.stop_gradient = True
         champion_card_path = champion_dir / "model_card.json"
         champion_card = json.loads(champion_card_path.read_text()) if champion_card_path.is_file() else {}
+        champion_det = None
+        if (champion_dir / "det" / "model.onnx").is_file():  # a det-fine-tuned champion
+            champion_det = paths.checkpoints / "champion_det"
+            if not champion_det.is_dir():
+                shutil.copytree(champion_dir / "det", champion_det)
     log(f"champion {champion_card.get('model_version', '?')} loaded ({len(classes)} classes)")
     champion_classes = list(classes)
 
@@ -1120,6 +1141,7 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         for name, samples in inputs.eval_sets.items()
     }
     _emit_eval("", candidate_eval, new_set)
+    det = _det_phase(paths, hp, champion_det, images)
     export_check = json.loads((paths.model / "model_card.json").read_text(encoding="utf-8"))["export_check"]
     emit("paddle_onnx_max_abs_diff", export_check["max_abs_diff"])
     metrics = {
@@ -1134,12 +1156,17 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         "engines": {"champion": "paddle", "candidate": "onnxruntime"},
         "model_version": hp.model_version,
         "chars": chars_summary,
+        "det": {k: v for k, v in det.items() if k not in ("champion", "candidate")},
     }
+    if det["trained"]:
+        metrics["champion"]["det"] = det["champion"]
+        metrics["candidate"]["det"] = det["candidate"]
     metrics["gate"] = gate_record(metrics, hp.gate_config)
     emit("gate_passed", float(metrics["gate"]["passed"]))
     for reason in metrics["gate"]["reasons"]:
         log(f"gate: {reason}")
-    card["eval"] = {"champion": champion_eval, "candidate": candidate_eval}
+    card["eval"] = {"champion": metrics["champion"], "candidate": metrics["candidate"]}
+    card["det"] = metrics["det"]
     card["gate"] = metrics["gate"]
     card["export_check"] = export_check
     write_json(paths.model / "metrics.json", metrics)
@@ -1147,6 +1174,22 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
     (paths.output / "data").mkdir(parents=True, exist_ok=True)
     write_json(paths.output / "data" / "metrics.json", metrics)
     return metrics
+
+
+def _det_phase(paths: JobPaths, hp: Hyperparameters, champion_det: Path | None, images: ImageCache) -> dict[str, Any]:
+    """``det_train.run_det_phase`` with the job's channels and det hyperparameters; bad det input
+    becomes ``InputError``."""
+    from .det_train import DET_TRAIN_CHANNEL, DET_VALIDATION_CHANNEL, DetInputError, DetTrainConfig, run_det_phase
+
+    cfg = DetTrainConfig(steps=hp.det_steps, batch_size=hp.det_batch_size, crop_px=hp.det_crop_px,
+                         learning_rate=hp.det_learning_rate, warmup_steps=min(hp.det_warmup_steps, max(0, hp.det_steps - 1)),
+                         freeze_bn=hp.det_freeze_bn, seed=hp.seed)
+    channel = {n: paths.channel(n) if paths.channel(n).is_dir() else None for n in (DET_TRAIN_CHANNEL, DET_VALIDATION_CHANNEL)}
+    try:
+        return run_det_phase(train_dir=channel[DET_TRAIN_CHANNEL], validation_dir=channel[DET_VALIDATION_CHANNEL],
+                             champion_det=champion_det, candidate_dir=paths.model, cfg=cfg, load=images, log=log, emit=emit)
+    except DetInputError as exc:
+        raise InputError(str(exc)) from exc
 
 
 def write_failure(paths: JobPaths, exc: BaseException) -> None:

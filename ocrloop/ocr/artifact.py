@@ -12,6 +12,8 @@ from pathlib import Path
 
 MODEL_FILE = "model.onnx"
 ARCHIVE_FILE = "model.tar.gz"
+DET_MODEL_FILE = "det/model.onnx"
+"""A fine-tuned det model inside a model version folder (``ocrloop.model.det_train``)."""
 
 
 class ArtifactError(Exception):
@@ -51,6 +53,13 @@ def find_model_folder(root: str | Path) -> Path:
     if len(found) != 1:
         raise ArtifactError(f"no single folder with {MODEL_FILE} in {root} (found {[str(p) for p in found]})")
     return found[0]
+
+
+def det_model_path(model_dir: str | Path) -> Path | None:
+    """The fine-tuned det ONNX of a model version folder (``det/model.onnx``), or None when the
+    version has none (serving then uses the stock PP-OCRv5 mobile det)."""
+    path = Path(model_dir) / DET_MODEL_FILE
+    return path if path.is_file() else None
 
 
 def resolve_model_dir(path: str | Path, extract_to: str | Path | None = None) -> Path:

@@ -47,7 +47,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from .artifact import resolve_model_dir
+from .artifact import det_model_path, resolve_model_dir
 from .engine import OcrEngine
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,9 @@ def create_app(model_dir: str | Path | None = None, *, engine: OcrEngine | None 
     """Build the FastAPI app serving one model version (loaded now, so ``/ping`` is 200 at once).
 
     Args:
-        model_dir: rec model version folder (see ``OcrEngine``); ignored when ``engine`` is given.
+        model_dir: model version folder (see ``OcrEngine``); its fine-tuned det model
+            (``det/model.onnx``) is served when present, else the stock det. Ignored when
+            ``engine`` is given.
         engine: a ready engine (tests share one).
         max_body_bytes: request body limit in bytes (413 above it).
         max_pixels: decoded image limit in pixels (413 above it).
@@ -162,7 +164,8 @@ def create_app(model_dir: str | Path | None = None, *, engine: OcrEngine | None 
     if engine is None:
         if model_dir is None:
             raise ValueError("create_app needs model_dir or engine")
-        engine = OcrEngine(model_dir, intra_op_threads=intra_op_threads, engine=rec_engine)
+        engine = OcrEngine(model_dir, intra_op_threads=intra_op_threads, engine=rec_engine,
+                           det_model_path=det_model_path(model_dir))
     limiter = anyio.CapacityLimiter(max_concurrency or min(4, os.cpu_count() or 1))
     app = FastAPI(title="ocrloop inference", version=engine.model_version)
     app.state.engine = engine

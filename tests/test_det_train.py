@@ -1,0 +1,149 @@
+"""DB fine-tuning of the det model: loss, the training job with det enabled end to end, serving."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest_model import base_model_dir, make_job_root  # noqa: F401  (fixture)
+
+pytest.importorskip("paddle")
+
+REPO = Path(__file__).resolve().parents[1]
+METRIC = re.compile(r"^METRIC ([a-z_]+)=([-+0-9.eE]+)$", re.M)
+# Sheets of the first corpus source (a prefix of the corpus, cheap to render): training sheets
+# and held-out sheets, each with several text lines.
+TRAIN_SHEETS = ("edf051f9d971-p14", "edf051f9d971-p20", "edf051f9d971-p37")
+HELD_SHEETS = ("edf051f9d971-p0", "edf051f9d971-p34", "edf051f9d971-p35")
+
+
+@pytest.fixture(scope="module")
+def sheets():
+    from ocrloop.data.corpus import build_corpus
+
+    by_id = {d.drawing_id: d for d in build_corpus(max_drawings=40)}
+    return [by_id[i] for i in TRAIN_SHEETS], [by_id[i] for i in HELD_SHEETS]
+
+
+def write_det_channel(channel: Path, drawings) -> Path:
+    """PaddleOCR det ``label.txt`` + sheet images, as ``handlers.start_training`` writes them."""
+    import shutil
+
+    channel.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for d in drawings:
+        shutil.copy(d.image_path, channel / d.image_path.name)
+        anns = [{"transcription": t.text, "points": np.asarray(t.polygon).round(2).tolist()} for t in d.texts]
+        lines.append(f"{d.image_path.name}\t{json.dumps(anns, ensure_ascii=False)}\n")
+    (channel / "label.txt").write_text("".join(lines), encoding="utf-8")
+    return channel
+
+
+def test_db_loss_decreases_on_one_sheet(sheets, tmp_path):
+    import paddle
+
+    from ocrloop.model.det_train import ImageLoader, db_loss, load_det_for_training, make_batch, read_det_labels
+
+    (sample,) = read_det_labels(write_det_channel(tmp_path / "c", [sheets[0][2]]))
+    x, targets = make_batch([sample, sample], ImageLoader(), 320, np.random.default_rng(3))
+    assert x.shape == (2, 3, 320, 320) and targets["shrink"].shape == (2, 320, 320)
+    assert targets["shrink"].sum() > 100  # the crops are centred on text
+    model, source = load_det_for_training(None)
+    assert source == "stock"
+    with paddle.no_grad():
+        first = db_loss(model.forward_train(paddle.to_tensor(x)), targets)
+    # the threshold branch starts at the serving threshold 0.3 (DBPostProcess), so B = the binarisation
+    assert abs(float(model.forward_train(paddle.to_tensor(x[:1]))["thresh"].mean()) - 0.3) < 1e-4
+    model.train()
+    for layer in model.sublayers():
+        if isinstance(layer, paddle.nn.BatchNorm2D):
+            layer.eval()
+    opt = paddle.optimizer.Adam(learning_rate=1e-4, parameters=model.parameters())
+    losses = []
+    for _ in range(6):
+        parts = db_loss(model.forward_train(paddle.to_tensor(x)), targets)
+        parts["loss"].backward()
+        opt.step()
+        opt.clear_grad()
+        losses.append(float(parts["loss"]))
+    model.eval()
+    with paddle.no_grad():
+        last = db_loss(model.forward_train(paddle.to_tensor(x)), targets)
+    assert float(last["loss"]) < 0.8 * float(first["loss"]), (float(first["loss"]), losses, float(last["loss"]))
+    assert float(last["thresh"]) < float(first["thresh"]) and float(last["prob"]) < float(first["prob"])
+
+
+def test_det_channel_errors(tmp_path):
+    from ocrloop.model.det_train import DetInputError, read_det_labels
+
+    with pytest.raises(DetInputError, match="missing"):
+        read_det_labels(tmp_path)
+    (tmp_path / "label.txt").write_text("../x.png\t[]\n")
+    with pytest.raises(DetInputError, match="leaves"):
+        read_det_labels(tmp_path)
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "label.txt").write_text('a.png\t[{"transcription": "A", "points": [[0, 0], [1, 1]]}]\n')
+    with pytest.raises(DetInputError, match="fewer than 3"):
+        read_det_labels(tmp_path)
+
+
+def test_a_rec_only_job_keeps_the_champion_det(tmp_path):
+    from ocrloop.model.det_train import DetTrainConfig, run_det_phase
+
+    champion_det = tmp_path / "champion" / "det"
+    champion_det.mkdir(parents=True)
+    (champion_det / "model.onnx").write_bytes(b"onnx")
+    (champion_det / "det.pdparams").write_bytes(b"params")
+    candidate = tmp_path / "candidate"
+    out = run_det_phase(train_dir=None, validation_dir=None, champion_det=champion_det, candidate_dir=candidate,
+                        cfg=DetTrainConfig(steps=5), load=lambda p: None, log=lambda m: None, emit=lambda n, v: None)
+    assert out == {"trained": False, "inherited": True}
+    assert (candidate / "det" / "model.onnx").read_bytes() == b"onnx"
+
+
+@pytest.mark.slow
+def test_training_job_fine_tunes_and_gates_detection(sheets, tmp_path, base_model_dir):
+    hp = {"max_steps": "1", "batch_size": "2", "warmup_steps": "0", "eval_batch_size": "8", "seed": "5",
+          "model_version": "v1-det", "det_steps": "4", "det_batch_size": "2", "det_crop_px": "256",
+          "det_learning_rate": "1e-4", "gate_config": json.dumps({"gate_max_det_hmean_drop": 50.0})}
+    root = make_job_root(tmp_path / "opt_ml", base_model_dir, hp)
+    write_det_channel(root / "input" / "data" / "det_train", sheets[0])
+    write_det_channel(root / "input" / "data" / "det_validation", sheets[1])
+    env = dict(os.environ, OCRLOOP_ML_ROOT=str(root), PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, str(REPO / "training_image" / "train.py"), "train"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    emitted = dict(METRIC.findall(proc.stdout))
+    metrics = json.loads((root / "model" / "metrics.json").read_text())
+    cand, champ = metrics["candidate"]["det"], metrics["champion"]["det"]
+    assert float(emitted["det_hmean"]) == pytest.approx(cand["hmean"], abs=1e-6)
+    assert float(emitted["champion_det_hmean"]) == pytest.approx(champ["hmean"], abs=1e-6)
+    held_lines = sum(len(d.texts) for d in sheets[1])
+    assert cand["gt"] == champ["gt"] == held_lines and cand["images"] == 3
+    assert champ["hmean"] > 0  # the stock det finds text on these sheets
+    det = metrics["det"]
+    assert det["trained"] and det["source"] == "stock" and det["train"]["steps"] == 4
+    assert len(det["train"]["losses"]) == 4 and all(np.isfinite(det["train"]["losses"]))
+    assert det["export_check"]["max_abs_diff"] < 1e-3
+    # the det artifact: training weights, Paddle inference model, ONNX
+    det_dir = root / "model" / "det"
+    for name in ("det.pdparams", "inference.json", "inference.pdiparams", "inference.yml", "model.onnx"):
+        assert (det_dir / name).is_file(), name
+    gate = metrics["gate"]
+    drop = 100 * (champ["hmean"] - cand["hmean"])
+    assert gate["det_hmean_drop_pts"] == pytest.approx(drop, abs=1e-3)
+    assert any("detection hmean" in r for r in gate["reasons"])
+    card = json.loads((root / "model" / "model_card.json").read_text())
+    assert card["det"]["trained"] and card["eval"]["candidate"]["det"]["hmean"] == cand["hmean"]
+    # serving picks the fine-tuned det up from the artifact
+    from ocrloop.ocr.artifact import det_model_path
+
+    assert det_model_path(root / "model") == det_dir / "model.onnx"
+    assert det_model_path(base_model_dir) is None
