@@ -148,7 +148,8 @@ def test_on_labeling_completed_three_deliveries_start_one_training_job(gt_stub):
     assert described["AlgorithmSpecification"]["TrainingImage"] == fx.TRAINING_IMAGE
     assert described["RoleArn"] == fx.ROLE_ARN
     channels = {c["ChannelName"] for c in described["InputDataConfig"]}
-    assert channels == {"train", "validation", "olddomain", "model"}
+    assert channels == {"train", "validation", "olddomain", "model", "det_train", "det_validation"}
+    assert int(described["HyperParameters"]["det_steps"]) > 0  # det fine-tuned on the annotators' boxes
     assert results[0]["mix"]["n_new"] > 0 and results[0]["mix"]["n_replay_base"] > 0  # 7 : 3 with replay
 
 

@@ -186,9 +186,22 @@ def test_labeling_completed_builds_version_and_starts_one_training_job(rt):
     q = dataset.read_jsonl(rt.datasets, f"versions/{version}/quarantine.jsonl")
     assert "invalid JSON" in q[0]["reason"]
     req = next(iter(rt.training.requests.values()))
-    assert {c["ChannelName"] for c in req["InputDataConfig"]} == {"train", "validation", "olddomain", "model"}
+    assert {c["ChannelName"] for c in req["InputDataConfig"]} == {"train", "validation", "olddomain", "model",
+                                                                  "det_train", "det_validation"}
     hp = req["HyperParameters"]
     assert all(isinstance(v, str) for v in hp.values()) and hp["parent_version"] == "v0"
+    assert hp["det_steps"] == str(rt.config.det_steps) and int(hp["det_steps"]) > 0
+    # det channels: the sheets (copied) and PaddleOCR det labels, split by drawing like rec
+    job_name = req["TrainingJobName"]
+    det_held = {line.split("\t", 1)[0] for line in rt.datasets.get(f"versions/{version}/det/holdout.txt").decode().splitlines()}
+    assert len(det_held) == summary["holdout_drawings"] and len(det_held) < summary["drawings"]
+    for channel, n in (("det_train", summary["drawings"] - len(det_held)), ("det_validation", len(det_held))):
+        labels = rt.datasets.get(f"training/{job_name}/{channel}/label.txt").decode().splitlines()
+        assert len(labels) == n == first["channels"][channel]
+        for line in labels:
+            name, anns = line.split("\t", 1)
+            assert rt.datasets.exists(f"training/{job_name}/{channel}/{name}")
+            assert json.loads(anns)[1] == {"transcription": "M8x1.25", "points": [[10, 10], [110, 10], [110, 40], [10, 40]]}
     train = dataset.read_jsonl(rt.datasets, f"training/{req['TrainingJobName']}/train/manifest.jsonl")
     val = dataset.read_jsonl(rt.datasets, f"training/{req['TrainingJobName']}/validation/manifest.jsonl")
     n_new = sum(s["origin"] == "new" for s in train)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from ocrloop.config import LoopConfig
 from ocrloop.gate import decide
 from ocrloop.model.det_eval import evaluate_detections, match_image
+from test_core_local import rt  # noqa: F401  (fixture: the local runtime of the core tests)
 
 
 def box(x0, y0, x1, y1):
@@ -78,3 +81,25 @@ def test_gate_rejects_a_detection_hmean_drop_beyond_the_tolerance():
     rec_only = decide(_metrics(), config)
     assert rec_only.passed and rec_only.det_hmean_drop_pts is None
     assert "det_hmean_drop_pts" in rec_only.to_json()
+
+
+@pytest.mark.parametrize("cand_hmean, approval", [(0.81, "Approved"), (0.70, "Rejected")])
+def test_training_completed_gates_on_det_and_registers_det_metrics(rt, cand_hmean, approval):
+    """on_training_completed reads metrics.json from the artifact, gates on det hmean and records it."""
+    from ocrloop import events, handlers
+
+    metrics = _metrics(0.80, cand_hmean)
+    metrics["det"] = {"trained": True, "train": {"steps": 8}}
+    rt.models.put("jobs/j1/metrics.json", json.dumps(metrics).encode())
+    rt.models.put("jobs/j1/model_card.json", b"{}")
+    describe = {"TrainingJobName": f"j1-{approval}", "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:1:training-job/j1-{approval}",
+                "TrainingJobStatus": "Completed",
+                "ModelArtifacts": {"S3ModelArtifacts": rt.models.uri("jobs/j1")}, "HyperParameters": {}}
+    out = handlers.on_training_completed(events.training_job_state_change(describe), rt)
+    assert out["approval"] == approval
+    pkg = rt.registry.describe_model_package(out["model_package"])
+    det = json.loads(pkg["CustomerMetadataProperties"]["ocrloop:det"])
+    assert det == {"trained": True, "inherited": False, "steps": 8, "champion_hmean": 0.80, "candidate_hmean": cand_hmean}
+    gate = json.loads(pkg["CustomerMetadataProperties"]["ocrloop:gate"])
+    assert gate["det_hmean_drop_pts"] == pytest.approx(100 * (0.80 - cand_hmean))
+    assert any("detection hmean" in r for r in gate["reasons"])
