@@ -19,7 +19,7 @@ fi
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 stamp=.venv/.ocrloop-installed
-want=$(sha256sum pyproject.toml | cut -c1-16)
+want=$(cat pyproject.toml scripts/uv-overrides.txt | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ]; then
   echo "== venv (.venv)"
   "$PY" -m venv .venv
@@ -27,7 +27,7 @@ fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "== python packages (uv, then the project with all extras)"
   .venv/bin/python -m pip install -q --upgrade pip uv
-  .venv/bin/uv pip install -q --python .venv/bin/python -e ".[aws,serve,train,data,cdk,dev]"
+  .venv/bin/uv pip install -q --python .venv/bin/python --override scripts/uv-overrides.txt -e ".[aws,serve,train,data,cdk,dev]"
   echo "$want" > "$stamp"
 fi
 if [ -x scripts/setup_cdk.sh ]; then

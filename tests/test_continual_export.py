@@ -1,8 +1,8 @@
 """A short real fine-tune through the training entrypoint that teaches v0 new drawing symbols
 (dictionary extension, head-only training on a frozen body, replay), then proof that every export
-reads them: ONNX Runtime on ``model.onnx``, RapidOCR configured with the model and its dict, and
-Paddle Inference on ``inference.json`` with the ``inference.yml`` dict (what paddleocr 3.x loads
-with ``model_dir``)."""
+reads them: ONNX Runtime on ``model.onnx``, RapidOCR configured with the model and its dict,
+Paddle Inference on ``inference.json`` with the ``inference.yml`` dict, and stock ``paddleocr`` 3.x
+loading the folder with ``model_dir``."""
 
 from __future__ import annotations
 
@@ -158,6 +158,59 @@ def test_paddle_inference_model_reads_the_new_symbols(trained):
     texts, _ = decode([probs])
     assert np.isfinite(probs).all()
     _assert_reads_new_symbols(texts, [ln.text for ln in test])
+
+
+STOCK_PADDLEOCR = r"""
+import importlib.metadata, json, sys
+
+import cv2
+
+real = importlib.metadata.version
+
+
+def version(name):
+    if name == "opencv-contrib-python":
+        try:
+            return real(name)
+        except importlib.metadata.PackageNotFoundError:
+            return cv2.__version__
+    return real(name)
+
+
+importlib.metadata.version = version  # before paddlex is imported: it caches the answer
+from paddleocr import TextRecognition
+
+rec = TextRecognition(model_name="PP-OCRv5_mobile_rec", model_dir=sys.argv[1], device="cpu", enable_mkldnn=False)
+images = [cv2.imread(p) for p in sys.argv[2:]]
+print(json.dumps({"paddleocr": real("paddleocr"),
+                  "texts": [r["rec_text"] for r in rec.predict(images, batch_size=8)]}, ensure_ascii=False))
+"""
+
+
+def test_stock_paddleocr_loads_the_export_with_model_dir_and_reads_the_new_symbols(trained, tmp_path):
+    """Stock ``paddleocr`` 3.x (``TextRecognition(model_dir=...)``: PaddleX's predictor with the
+    artifact's ``inference.yml`` for pre-processing and the character dict) reads the new symbols.
+
+    Run in a fresh interpreter: paddlex's ``ocr-core`` check asks
+    ``importlib.metadata.version("opencv-contrib-python")`` when it is imported; we install
+    ``opencv-python-headless`` instead (scripts/uv-overrides.txt), so the question is answered
+    with the installed ``cv2.__version__`` before paddlex loads (as bench/ocr_serving.py does)."""
+    import subprocess
+    import sys
+
+    import cv2
+
+    root, test, _ = trained
+    paths = []
+    for i, ln in enumerate(test):
+        paths.append(str(tmp_path / f"{i:03d}.png"))
+        assert cv2.imwrite(paths[-1], ln.image)
+    proc = subprocess.run([sys.executable, "-c", STOCK_PADDLEOCR, str(root / "model"), *paths],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["paddleocr"].startswith("3.")
+    _assert_reads_new_symbols(out["texts"], [ln.text for ln in test])
 
 
 def _assert_reads_new_symbols(texts, labels):
