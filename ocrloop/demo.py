@@ -266,6 +266,13 @@ def print_table(r: dict[str, Any]) -> None:
           f"old-domain set: {o.get('n')} lines")
     print(f"training: {t.get('steps')} steps × batch {t.get('batch_size')}, {t.get('wall_s', 0):.0f} s in the "
           f"training job ({r['training_job_wall_s']:.0f} s from labels to verified deploy)")
+    det = m.get("det") or {}
+    if det.get("trained"):
+        dc, dv = m["champion"]["det"], m["candidate"]["det"]
+        dt = det.get("train") or {}
+        print(f"detection: {dt.get('steps')} DB steps × batch {dt.get('batch_size')} ({dt.get('crop_px')} px crops, "
+              f"{dt.get('cpu_s', 0):.0f} CPU s); hmean on {dv.get('images')} held-out sheets "
+              f"{_pct(dc['hmean'])} → {_pct(dv['hmean'])} (P {_pct(dv['precision'])}, R {_pct(dv['recall'])})")
     print(f"dataset version: {ds.get('version')} ({ds.get('train_samples')} train lines, "
           f"{ds.get('holdout_samples')} held out, {ds.get('quarantined')} quarantined)")
     print(f"gate: {'; '.join(r['gate'].get('reasons', []))}")

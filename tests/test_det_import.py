@@ -95,3 +95,20 @@ def test_bn_calibration_keeps_the_eval_function(sheet_crop):
     assert float(np.abs(after - before).max()) < 1e-4
     bn = model.body.backbone.encoder.blocks[0].layers[0].depthwise_convolution.conv_symmetric[0].normalization
     assert float(np.abs(bn._mean.numpy()).max()) > 1e-3  # real statistics now, not the identity's 0
+
+
+def test_a_fine_tuned_champion_det_is_loaded_from_its_artifact(det_model, sheet_crop, tmp_path):
+    import paddle
+
+    from ocrloop.model.det_train import DET_PARAMS, load_det_for_training
+
+    state = det_model.state_dict()
+    key = "head.conv_final.bias"
+    state[key] = paddle.to_tensor(state[key].numpy() + 0.25)  # a "fine-tuned" head
+    paddle.save(state, str(tmp_path / DET_PARAMS))
+    model, source = load_det_for_training(tmp_path)
+    assert source == "artifact"
+    assert np.allclose(model.state_dict()[key].numpy(), state[key].numpy())
+    paddle.save({k: v for k, v in state.items() if not k.startswith("thresh_head.")}, str(tmp_path / DET_PARAMS))
+    with pytest.raises(ValueError, match="does not fit"):
+        load_det_for_training(tmp_path)
