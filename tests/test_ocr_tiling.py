@@ -204,3 +204,83 @@ def test_engine_rejects_unknown_settings(model_dir):
         OcrEngine(model_dir, orientation="sideways")
     with pytest.raises(ValueError):
         TileParams(tile_px=100, overlap_px=60)
+
+
+# --- text direction: glyph chains, turned sheets ------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ocrloop.ocr.tiling import glyph_chains, sheet_turn, turn_glyph_boxes, turn_points, unturn_points  # noqa: E402
+
+
+def _word(x, y, n, size=20, gap=3, vertical=False):
+    """``n`` glyph boxes (x, y, w, h) of a word starting at (x, y), running right or down."""
+    w, h = (size, int(size * 0.6)) if vertical else (int(size * 0.6), size)
+    step = (h if vertical else w) + gap
+    return [(x, y + i * step, w, h) if vertical else (x + i * step, y, w, h) for i in range(n)]
+
+
+def test_glyph_chains_tell_rows_from_columns():
+    boxes = np.array(_word(100, 100, 5) + _word(400, 100, 4, vertical=True) + [(700, 700, 12, 20)], dtype=np.int32)
+    row, col = glyph_chains(boxes)
+    assert row[:5].all() and not col[:5].any()
+    assert col[5:9].all() and not row[5:9].any()
+    assert not row[9] and not col[9]  # a lone glyph chains nowhere
+    assert sheet_turn(row, col) == 0
+    # Lines of a paragraph one line height apart do not chain in columns.
+    para = np.array(_word(0, 0, 6) + _word(0, 40, 6) + _word(0, 80, 6), dtype=np.int32)
+    assert not glyph_chains(para)[1].any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 2000), st.integers(1, 60), st.integers(1, 60)),
+                min_size=0, max_size=40))
+def test_glyph_chains_swap_when_the_boxes_are_transposed(boxes):
+    b = np.array(boxes, dtype=np.int32).reshape(-1, 4)
+    row, col = glyph_chains(b)
+    row_t, col_t = glyph_chains(b[:, [1, 0, 3, 2]])
+    assert (row == col_t).all() and (col == row_t).all()
+
+
+def test_sheet_turn_needs_a_clear_majority_of_columns():
+    yes, no = np.ones(30, bool), np.zeros(30, bool)
+    assert sheet_turn(no, yes) == 1 and sheet_turn(yes, no) == 0
+    assert sheet_turn(np.r_[yes[:12], no[:18]], np.r_[no[:12], yes[:18]]) == 0  # 18 vs 12: not dominant
+    assert sheet_turn(no[:5], yes[:5]) == 0  # too few glyphs to say
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 400), st.integers(1, 400), st.integers(0, 3), st.data())
+def test_turned_boxes_and_points_match_cv2_rotate(h, w, turns, data):
+    import cv2
+
+    x = data.draw(st.integers(0, w - 1))
+    y = data.draw(st.integers(0, h - 1))
+    bw = data.draw(st.integers(1, w - x))
+    bh = data.draw(st.integers(1, h - y))
+    img = np.zeros((h, w), np.uint8)
+    img[y:y + bh, x:x + bw] = 1
+    if turns:
+        img = cv2.rotate(img, (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE)[turns - 1])
+    ys, xs = np.nonzero(img)
+    want = [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+    assert turn_glyph_boxes(np.array([[x, y, bw, bh]]), turns, (h, w))[0].tolist() == want
+    p = np.array([[x, y], [x + bw - 1, y + bh - 1]], dtype=np.float64)
+    q = turn_points(p, turns, (h, w))
+    assert all(img[int(py), int(px)] == 1 for px, py in q)
+    assert np.allclose(unturn_points(q, turns, (h, w)), p)
+
+
+def test_a_sheet_turned_by_90_degrees_reads_like_the_upright_one(engine):
+    """A scan fed turned by 90° either way: its text runs in columns, so the engine detects it in
+    the sheet turned back (``tiling.sheet_turn``); the vertical line reads horizontally there."""
+    items = [("SCALE 1:50", (60, 60), 28, 0), ("MATERIAL S355", (60, 160), 28, 0),
+             ("SHEET 3 OF 7", (60, 260), 28, 0), ("REV B", (60, 360), 28, 0),
+             ("DRAWING 4711", (420, 60), 28, 0), ("GRID LINE C", (700, 120), 28, 90)]
+    page = render_page(items, size=(800, 560))
+    want = sorted(norm(t) for t, *_ in items)
+    for turned in (np.ascontiguousarray(np.rot90(page, 1)), np.ascontiguousarray(np.rot90(page, -1))):
+        got = sorted(norm(line.text) for line in engine.read(turned))
+        assert got == want
+        assert engine.last_timings["turn"] == 1

@@ -9,15 +9,21 @@ library pieces rather than rewritten, plus what whole drawing sheets need:
 * large sheets (``ocrloop.ocr.tiling``): detection only on text regions (clusters of glyph-like
   ink blobs found with OpenCV connected components once long lines are removed), cut into
   overlapping tiles when larger than ``TileParams.tile_px``, with the boxes of lines cut by tile
-  borders merged; very large text is shrunk for detection; the regions are detected again in the
-  sheet turned by 90°, where vertical text lies horizontal (PP-OCR det misses or splits short
-  vertical text), keeping per line the box that lies most horizontally in its frame;
+  borders merged; very large text is shrunk for detection;
+* text direction (``tiling.glyph_chains``): glyphs chained side by side are horizontal text, glyphs
+  chained one above the other vertical text. A sheet whose text runs mostly in columns (scanned or
+  exported turned by 90°) is detected turned back by 90° (the *primary frame*); text running across
+  the primary frame (columns of chained glyphs; PP-OCR det misses or splits short vertical Latin
+  text) is detected again, only around those glyphs, in the primary frame turned by 90°, where it
+  lies horizontal. Boxes of both frames are read, and where readings of the two frames overlap the
+  one with the most confidently read characters wins (``tiling.dedup_lines``);
 * detection post-processing: RapidOCR's ``DBPostProcess`` (DB, Liao et al. 2020: threshold →
   contours → min-area boxes → unclip with pyclipper → boxes clockwise from top-left, clipped);
 * reading order: RapidOCR's ``TextDetector.sorted_boxes`` (top-to-bottom, then left-to-right
   within a 10 px row band);
 * cropping from the full-resolution sheet: RapidOCR's ``get_rotate_crop_image`` (perspective-
-  rectify each quadrilateral, rotate crops with height/width ≥ 1.5 by 90°), i.e. PaddleOCR's;
+  rectify each quadrilateral, rotate crops with height/width ≥ 1.5 by 90°), i.e. PaddleOCR's,
+  except that a tall box holding a single glyph (``1``, ``6``) stays standing;
 * orientation (vertical dimension text reads bottom-to-top, a rotated scan is upside down): PP-OCR's
   0°/180° text-line classifier (``ch_ppocr_mobile_v2.0_cls``, shipped in the ``rapidocr`` wheel)
   scores every crop; horizontal and vertical crops each take their group's majority orientation,
@@ -55,12 +61,17 @@ from .tiling import (
     TileParams,
     dedup_lines,
     det_scale_for,
+    glyph_chains,
     glyph_components,
     merge_tile_boxes,
     region_tiles,
+    sheet_turn,
     text_regions,
     tile_grid,
     tiles_with_glyphs,
+    turn_glyph_boxes,
+    turn_points,
+    unturn_points,
 )
 
 log = logging.getLogger(__name__)
@@ -78,8 +89,11 @@ ORIENTATIONS = ("auto", "both", "vertical-both")
 ``vertical-both``: read only rotated (vertical) crops both ways, no classifier (the pre-tiling
 behaviour)."""
 TURNED_HANDICAP = 1.5
-"""A box from the turned image wins over an overlapping one from the image as given only if it lies
-this many times more horizontally (width / height in its own frame)."""
+"""In ``detect_frames``, a box from the second frame wins over an overlapping one from the primary
+frame only if it lies this many times more horizontally (width / height in its own frame)."""
+MIN_CROSS_GLYPHS = 2
+"""A box found in the second frame (text running across the primary one) must hold at least this many
+glyphs chained in its direction (``tiling.glyph_chains``)."""
 CLS_IMAGE_SHAPE = (3, 48, 192)
 """Input of PP-OCR's ``ch_ppocr_mobile_v2.0_cls`` (RapidOCR ``CLS_SHAPE_BY_OCR_VERSION`` v4)."""
 
@@ -336,7 +350,9 @@ class OcrEngine:
         workers: threads one ``read`` call uses for tiles and rec batches (1 = sequential; the
             server already runs requests side by side).
         paddle_mkldnn: use oneDNN kernels for ``engine="paddle"``.
-        rotated_det: also detect in the image turned by 90° (vertical text; see ``detect_frames``).
+        rotated_det: also detect text running across the primary frame in that frame turned by 90°
+            (vertical text; see ``detect_frames``).
+        auto_turn: detect a sheet whose text runs mostly in columns turned by 90° (``tiling.sheet_turn``).
 
     Raises:
         ModelLoadError: missing/invalid files, no ``model_version``, or the dict size does not match
@@ -349,7 +365,8 @@ class OcrEngine:
                  rec_batch_size: int = 2, drop_score: float = 0.5, engine: str = "onnx",
                  tile_params: TileParams = TileParams(), orientation: str = "auto",
                  cls_model_path: str | Path | None = None, rec_min_width: int = 192,
-                 workers: int = 1, paddle_mkldnn: bool = True, rotated_det: bool = True) -> None:
+                 workers: int = 1, paddle_mkldnn: bool = True, rotated_det: bool = True,
+                 auto_turn: bool = True) -> None:
         import onnxruntime as ort
         from rapidocr.ch_ppocr_det.utils import DBPostProcess
 
@@ -381,6 +398,7 @@ class OcrEngine:
         self.workers = workers
         self.intra_op_threads = intra_op_threads
         self.rotated_det = rotated_det
+        self.auto_turn = auto_turn
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
@@ -471,24 +489,31 @@ class OcrEngine:
 
     def detect_frames(self, image: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Text boxes (as ``detect``) and per box the frame it was detected in: ``"0"`` (the image
-        as given) or ``"90"`` (the image turned 90° clockwise).
+        as given), ``"90"`` or ``"180"`` (the image turned that many degrees clockwise).
 
         Detection runs on text regions or tiles of the sheet, shrunk when its small text is taller
-        than ``tile_params.det_text_px`` (``tiling`` module doc). PP-OCR det finds vertical Latin
-        text poorly (short vertical numbers are missed or cut into single characters), so with
-        ``rotated_det`` the same regions are also detected in the image turned 90° clockwise,
-        where vertical text is horizontal; that pass only looks around glyphs lying on their side
-        (wider than tall: digits and capitals of vertical text), and keeps boxes at least 1.15×
-        wider than tall there. Boxes of both frames are pooled and taken greedily by how
-        horizontal they lie in their own frame (width / height, divided by ``TURNED_HANDICAP``
-        for the turned frame; the given frame first on ties); a box overlapping an already taken
-        one by ≥ 50 % of the smaller is dropped. A
-        turned-frame box is mapped back with its corners in the turned frame's order, so its crop
-        comes out as it reads in that frame (upright for text reading bottom-to-top).
+        than ``tile_params.det_text_px`` (``tiling`` module doc). Glyphs are sorted into rows and
+        columns (``tiling.glyph_chains``); when columns clearly dominate (``tiling.sheet_turn``) the
+        sheet was turned by 90° and is detected turned clockwise (the primary frame, ``"90"``),
+        else as given (``"0"``); the 0°/180° line classifier later settles upright versus upside
+        down. PP-OCR det finds vertical Latin text poorly (short vertical numbers are missed or cut
+        into single characters), so with ``rotated_det`` the regions around glyphs chained across
+        the primary frame are detected again in the primary frame turned 90° clockwise, where that
+        text lies horizontal; boxes there count when they are at least 1.15× wider than tall and
+        hold ≥ ``MIN_CROSS_GLYPHS`` of those glyphs. Here (not in ``read``, which lets the
+        readings decide) boxes of both frames are taken greedily by how horizontal they lie in
+        their own frame (width / height, divided by ``TURNED_HANDICAP`` for the second frame; the
+        primary frame first on ties); a box overlapping an already taken one by ≥ 50 % of the
+        smaller is dropped. A box of a turned frame is mapped back with its corners in that
+        frame's order, so its crop comes out as it reads in that frame.
 
         Raises:
             ValueError: not a non-empty ``[H, W, 3]`` uint8 array.
         """
+        return self._detect_frames(image, resolve=True)
+
+    def _detect_frames(self, image: np.ndarray, resolve: bool) -> tuple[np.ndarray, list[str]]:
+        """``detect_frames``; ``resolve=False`` keeps overlapping boxes of the two frames (``read``)."""
         from rapidocr.ch_ppocr_det.main import TextDetector
 
         _check_image(image)
@@ -496,38 +521,50 @@ class OcrEngine:
         t0 = time.perf_counter()
         h, w = image.shape[:2]
         glyphs = glyph_components(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), self.tile_params)
-        self._timings()["glyphs_s"] = time.perf_counter() - t0
-        boxes = self._detect_boxes(image, glyphs)
-        frames = ["0"] * len(boxes)
-        gb = glyphs.boxes
-        lying = gb[gb[:, 2] > 1.15 * gb[:, 3]] if len(gb) else gb  # glyphs of vertical text lie on their side
-        if self.rotated_det and len(lying):
-            # cv2.ROTATE_90_CLOCKWISE: original (x, y) appears at (h - 1 - y, x).
-            turned_glyphs = dataclasses.replace(glyphs, boxes=np.stack(
-                [h - lying[:, 1] - lying[:, 3], lying[:, 0], lying[:, 3], lying[:, 2]], axis=1).astype(np.int32))
-            turned = self._detect_boxes(np.ascontiguousarray(cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)), turned_glyphs,
+        in_row, in_col = glyph_chains(glyphs.boxes)
+        timings = self._timings()
+        timings["glyphs_s"] = time.perf_counter() - t0
+        # The primary frame: the sheet as given, or turned once when its text runs in columns.
+        turn = sheet_turn(in_row, in_col) if self.auto_turn else 0
+        candidates = [(b, turn) for b in self._detect_boxes(_turned(image, turn), _turned_glyphs(glyphs, glyphs.boxes, turn, (h, w)))]
+        timings["det_primary_s"] = timings.get("det_s", 0.0)
+        # Text running across the primary frame: glyphs chained in columns there (rows of the given image
+        # when the primary frame is turned).
+        across = glyphs.boxes[in_row if turn % 2 else in_col]
+        timings["across_glyphs"] = len(across)
+        if self.rotated_det and len(across):
+            second = turn + 1
+            turned = self._detect_boxes(_turned(image, second), _turned_glyphs(glyphs, across, second, (h, w)),
                                         force_regions=True)
             # Only boxes lying clearly horizontal in the turned frame are vertical text; short
             # horizontal text (a digit or two) also looks square there and would be read sideways.
             turned = [b for b in turned if np.ptp(b[:, 0]) >= 1.15 * np.ptp(b[:, 1])]
-            candidates = [(b, "0") for b in boxes] + [(b, "90") for b in turned]
-            lie = [float(np.ptp(b[:, 0]) / max(np.ptp(b[:, 1]), 1e-6)) for b, _ in candidates]
-            # back to the image as given: turned (x', y') shows original (y', h - 1 - x').
-            mapped = [b if f == "0" else np.stack([b[:, 1], h - 1 - b[:, 0]], axis=1) for b, f in candidates]
-            # The turned frame must beat the given one clearly: a lone digit lies about as square
-            # in both and is read upright far more often than sideways.
-            order = sorted(range(len(candidates)), key=lambda i: (-(lie[i] / (TURNED_HANDICAP if candidates[i][1] == "90" else 1.0)),
-                                                                  candidates[i][1]))
-            keep = _greedy_non_overlapping([mapped[i] for i in order])
-            boxes = np.asarray([mapped[order[k]] for k in keep], dtype=np.float32).reshape(-1, 4, 2)
-            frames = [candidates[order[k]][1] for k in keep]
-        self._timings()["detect_s"] = time.perf_counter() - t0
+            if turned:  # ... and holds at least two chained glyphs (vertical text, not a lone glyph)
+                g = turn_glyph_boxes(across, second, (h, w)).astype(np.float32)
+                centres = np.stack([g[:, 0] + g[:, 2] / 2, g[:, 1] + g[:, 3] / 2], axis=1)
+                turned = [b for b in turned if _points_inside(centres, b) >= MIN_CROSS_GLYPHS]
+            candidates += [(b, second) for b in turned]
+        lie = [float(np.ptp(b[:, 0]) / max(np.ptp(b[:, 1]), 1e-6)) for b, _ in candidates]
+        mapped = [unturn_points(b, k, (h, w)) for b, k in candidates]
+        # The second frame must beat the primary one clearly: a lone digit lies about as square
+        # in both and is read upright far more often than sideways.
+        order = sorted(range(len(candidates)), key=lambda i: (-(lie[i] / (TURNED_HANDICAP if candidates[i][1] != turn else 1.0)),
+                                                              candidates[i][1] != turn))
+        second_frame = any(k != turn for _, k in candidates)
+        keep = _greedy_non_overlapping([mapped[i] for i in order]) if second_frame and resolve else list(range(len(order)))
+        boxes = np.asarray([mapped[order[k]] for k in keep], dtype=np.float32).reshape(-1, 4, 2)
+        frames = [str(90 * candidates[order[k]][1]) for k in keep]
+        timings["detect_s"] = time.perf_counter() - t0
+        timings["turn"] = turn
+        self._local.primary = str(90 * turn)
+        gb = glyphs.boxes.astype(np.float32)
+        self._local.glyph_centres = np.stack([gb[:, 0] + gb[:, 2] / 2, gb[:, 1] + gb[:, 3] / 2], axis=1) if len(gb) else np.zeros((0, 2), np.float32)
         if len(boxes) == 0:
             return np.zeros((0, 4, 2), dtype=np.float32), []
-        # Reading order by each box's top-left in the image (a turned-frame box starts elsewhere);
-        # RapidOCR's sort looks at point 0 only, point 1 carries the box index through it.
+        # Reading order by each box's top-left in the primary frame (a second-frame box starts
+        # elsewhere); RapidOCR's sort looks at point 0 only, point 1 carries the box index through it.
         proxy = np.zeros((len(boxes), 2, 2), dtype=np.float32)
-        proxy[:, 0] = boxes.min(axis=1)
+        proxy[:, 0] = turn_points(boxes, turn, (h, w)).min(axis=1)
         proxy[:, 1, 0] = np.arange(len(boxes))
         order = TextDetector.sorted_boxes(proxy)[:, 1, 0].astype(int)
         return np.ascontiguousarray(boxes[order]), [frames[i] for i in order]
@@ -645,11 +682,12 @@ class OcrEngine:
             out[idx] = self._cls.run(None, {name: x})[0][:, 1]
         return out
 
-    def _orientation_plan(self, crops: list[np.ndarray], rotated: list[bool], frames: list[str]) -> list[str]:
+    def _orientation_plan(self, crops: list[np.ndarray], rotated: list[bool], frames: list[str],
+                          primary: str = "0") -> list[str]:
         """Per crop: ``"0"`` (read as cut), ``"180"`` (read turned) or ``"both"``.
 
-        ``auto``: crops fall into three groups: lying crops detected in the image as given (``h``),
-        lying crops detected in the turned image (``t``: vertical text), and crops that
+        ``auto``: crops fall into three groups: lying crops detected in the primary frame (``h``),
+        lying crops detected in the second frame (``t``: text across the primary frame), and crops that
         ``get_rotate_crop_image`` stood upright by turning them 90° counter-clockwise (``v``). A
         group of ≥ 3 crops whose classifier says 180° (p > 0.5) for ≥ 70 % (≤ 30 %) of its members
         has that majority orientation. Otherwise ``t`` and ``v`` take the orientation drawings
@@ -669,9 +707,9 @@ class OcrEngine:
         if self.orientation == "both":
             return ["both"] * n
         if self.orientation == "vertical-both":
-            return ["both" if r or f == "90" else "0" for r, f in zip(rotated, frames)]
+            return ["both" if r or f != primary else "0" for r, f in zip(rotated, frames)]
         p = self.upside_down_probability(crops) if n else np.zeros(0, np.float32)
-        group = ["v" if r else "t" if f == "90" else "h" for r, f in zip(rotated, frames)]
+        group = ["v" if r else "t" if f != primary else "h" for r, f in zip(rotated, frames)]
 
         def vote(g: str) -> str | None:
             idx = [i for i in range(n) if group[i] == g]
@@ -706,11 +744,16 @@ class OcrEngine:
         from rapidocr.utils.process_img import get_rotate_crop_image
 
         t0 = time.perf_counter()
-        boxes, frames = self.detect_frames(image)
+        boxes, frames = self._detect_frames(image, resolve=False)
         t1 = time.perf_counter()
         crops = [np.ascontiguousarray(get_rotate_crop_image(image, box.copy())) for box in boxes]
         rotated = [_was_rotated(box) for box in boxes]
-        plan = self._orientation_plan(crops, rotated, frames)
+        centres = self._local.glyph_centres
+        for i, box in enumerate(boxes):
+            if rotated[i] and _points_inside(centres, box) <= 1:  # one tall glyph ("1", "6"): leave it standing
+                crops[i] = np.ascontiguousarray(np.rot90(crops[i], -1))
+                rotated[i] = False
+        plan = self._orientation_plan(crops, rotated, frames, getattr(self._local, "primary", "0"))
         t2 = time.perf_counter()
         inputs: list[np.ndarray] = []
         slots: list[list[int]] = []
@@ -723,7 +766,7 @@ class OcrEngine:
         best = [max((results[k] for k in ks), key=lambda r: r[1]) for ks in slots]
         keep = [i for i, (text, score) in enumerate(best) if text.strip() and score >= self.drop_score]
         keep = [keep[k] for k in dedup_lines([boxes[i] for i in keep], [best[i][0] for i in keep],
-                                             [best[i][1] for i in keep])]
+                                             [best[i][1] for i in keep], weighted=True)]
         lines = [Line(polygon=[[float(x), float(y)] for x, y in boxes[i]], text=best[i][0],
                       score=round(float(best[i][1]), 5)) for i in keep]
         t3 = time.perf_counter()
@@ -763,6 +806,30 @@ def _greedy_non_overlapping(boxes: Sequence[np.ndarray], min_overlap: float = 0.
             kept.append(i)
             taken[i] = True
     return kept
+
+
+def _points_inside(points: np.ndarray, box: np.ndarray) -> int:
+    """How many of ``points`` ``[N, 2]`` lie inside the quadrilateral ``box`` ``[4, 2]``."""
+    if len(points) == 0:
+        return 0
+    x0, y0 = box.min(axis=0)
+    x1, y1 = box.max(axis=0)
+    near = points[(points[:, 0] >= x0) & (points[:, 0] <= x1) & (points[:, 1] >= y0) & (points[:, 1] <= y1)]
+    contour = box.astype(np.float32).reshape(-1, 1, 2)
+    return sum(cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0 for x, y in near)
+
+
+def _turned(image: np.ndarray, turns: int) -> np.ndarray:
+    """``image`` turned clockwise ``turns`` times (a copy, or the image itself for 0)."""
+    k = turns % 4
+    if k == 0:
+        return image
+    return np.ascontiguousarray(cv2.rotate(image, (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE)[k - 1]))
+
+
+def _turned_glyphs(glyphs: GlyphStats, boxes: np.ndarray, turns: int, image_hw: tuple[int, int]) -> GlyphStats:
+    """``glyphs`` with ``boxes`` (a subset of its boxes) as they lie in the image turned ``turns`` times."""
+    return dataclasses.replace(glyphs, boxes=turn_glyph_boxes(boxes, turns, image_hw).astype(np.int32))
 
 
 def _area(rects: Sequence[tuple[int, int, int, int]]) -> int:
