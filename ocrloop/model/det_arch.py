@@ -58,9 +58,19 @@ def det_config():
 
 
 def _upsample(x, scale: int, mode: str):
-    """``F.interpolate(x, scale_factor=scale, mode=mode)`` with the output size given as tensors."""
+    """Nearest-neighbour upsampling by an integer ``scale`` (``F.interpolate(x, scale_factor=scale,
+    mode="nearest")``, each pixel repeated ``scale × scale`` times) written as tile + reshape:
+    paddle2onnx 2.1 cannot convert ``interpolate`` with ``scale_factor`` ("the 0th elementwise MUST
+    be ir::FloatAttribute"), and Paddle Inference with oneDNN cannot run it with a size tensor.
+
+    Raises:
+        ValueError: ``mode`` is not ``"nearest"``.
+    """
+    if mode != "nearest":
+        raise ValueError(f"only nearest upsampling is supported, got {mode!r}")
     shape = paddle.shape(x)
-    return F.interpolate(x, size=[shape[2] * scale, shape[3] * scale], mode=mode)
+    tiled = paddle.tile(x.unsqueeze([3, 5]), [1, 1, 1, scale, 1, scale])  # [N, C, H, s, W, s]
+    return tiled.reshape([shape[0], shape[1], shape[2] * scale, shape[3] * scale])
 
 
 class DetModel(nn.Layer):
@@ -86,9 +96,8 @@ class DetModel(nn.Layer):
 
     def features(self, x):
         """Fused RSE-FPN features float32 ``[N, 96, H/4, W/4]``: paddlex's
-        ``PPOCRV5MobileDetModel.forward`` with nearest upsampling to an explicit output size
-        (paddle2onnx 2.1 cannot convert ``F.interpolate`` with ``scale_factor``: "the 0th
-        elementwise MUST be ir::FloatAttribute")."""
+        ``PPOCRV5MobileDetModel.forward`` with the nearest upsampling written as ``_upsample``
+        (exportable to ONNX and runnable by Paddle Inference with oneDNN)."""
         body = self.body
         feats = body.backbone(x)[1:]  # stages 2-5: strides 4, 8, 16, 32
         neck = body.neck

@@ -51,6 +51,8 @@ BETA = 10.0
 configs: ``alpha: 5``, ``beta: 10``)."""
 OHEM_RATIO = 3.0
 """Hard negatives per positive pixel in the probability loss (Liao et al. 2020: 3)."""
+EMPTY_CROP_NEGATIVES = 100
+"""Hard negative pixels counted when a batch has no text pixel at all."""
 SCALE_RANGE = (0.75, 1.25)
 """Random rescaling of sheets before cropping (corpus sheets draw small text 12..20 px high)."""
 TEXT_CENTRED = 0.85
@@ -175,7 +177,9 @@ def db_loss(pred: dict[str, Any], targets: dict[str, Any], alpha: float = ALPHA,
         targets: ``make_batch`` targets as paddle tensors or numpy (``[N, H, W]``).
 
     Returns:
-        ``{"loss", "prob", "thresh", "binary"}`` scalar tensors (``loss`` the weighted sum).
+        ``{"loss", "prob", "thresh", "binary"}`` scalar tensors (``loss`` the weighted sum). The
+        probability term averages the BCE of all positive pixels and of the ``3 × positives``
+        hardest negatives (``EMPTY_CROP_NEGATIVES`` when the batch has no positive pixel).
     """
     import paddle
     import paddle.nn.functional as F
@@ -186,8 +190,8 @@ def db_loss(pred: dict[str, Any], targets: dict[str, Any], alpha: float = ALPHA,
     positive = gt * mask
     negative = (1.0 - gt) * mask
     n_pos = int(positive.sum().item())
-    n_neg = int(min(float(negative.sum().item()), n_pos * ohem_ratio)) if n_pos else int(
-        min(float(negative.sum().item()), 100))
+    # a crop without text still teaches "no text here" through its EMPTY_CROP_NEGATIVES hardest pixels
+    n_neg = int(min(float(negative.sum().item()), n_pos * ohem_ratio if n_pos else EMPTY_CROP_NEGATIVES))
     bce = F.binary_cross_entropy(paddle.clip(prob, eps, 1 - eps), gt, reduction="none")
     pos_loss = (bce * positive).sum()
     if n_neg > 0:
