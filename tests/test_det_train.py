@@ -123,18 +123,25 @@ def test_a_rec_only_job_keeps_the_champion_det(tmp_path):
     assert (candidate / "det" / "model.onnx").read_bytes() == b"onnx"
 
 
-@pytest.mark.slow
-def test_training_job_fine_tunes_and_gates_detection(sheets, tmp_path, base_model_dir):
+@pytest.fixture(scope="module")
+def det_job(sheets, tmp_path_factory, base_model_dir):
+    """The training entrypoint (subprocess, SageMaker contract) with det enabled for 3 steps."""
     hp = {"max_steps": "1", "batch_size": "2", "warmup_steps": "0", "eval_batch_size": "8", "seed": "5",
           "model_version": "v1-det", "det_steps": "3", "det_batch_size": "1", "det_crop_px": "256",
           "det_learning_rate": "1e-4", "gate_config": json.dumps({"gate_max_det_hmean_drop": 50.0})}
-    root = make_job_root(tmp_path / "opt_ml", base_model_dir, hp)
+    root = make_job_root(tmp_path_factory.mktemp("det_job") / "opt_ml", base_model_dir, hp)
     write_det_channel(root / "input" / "data" / "det_train", sheets[0])
     write_det_channel(root / "input" / "data" / "det_validation", sheets[1])
     env = dict(os.environ, OCRLOOP_ML_ROOT=str(root), PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, str(REPO / "training_image" / "train.py"), "train"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root, proc
+
+
+@pytest.mark.slow
+def test_training_job_fine_tunes_and_gates_detection(det_job, sheets, base_model_dir):
+    root, proc = det_job
     emitted = dict(METRIC.findall(proc.stdout))
     metrics = json.loads((root / "model" / "metrics.json").read_text())
     cand, champ = metrics["candidate"]["det"], metrics["champion"]["det"]
@@ -162,3 +169,4 @@ def test_training_job_fine_tunes_and_gates_detection(sheets, tmp_path, base_mode
 
     assert det_model_path(root / "model") == det_dir / "model.onnx"
     assert det_model_path(base_model_dir) is None
+
