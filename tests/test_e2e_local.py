@@ -47,6 +47,19 @@ def test_training_and_lineage(result):
             assert 0.0 <= m["line_acc"] <= 1.0 and m["n"] > 0
 
 
+def test_detection_fine_tuned_in_the_same_loop_and_gated(result):
+    from ocrloop.config import LoopConfig
+
+    m = result["metrics"]
+    det = m["det"]
+    assert det["trained"] and det["source"] == "stock" and det["train"]["steps"] == LoopConfig().det_steps
+    champ, cand = m["champion"]["det"], m["candidate"]["det"]
+    held = result["dataset_version"]["holdout_drawings"]
+    assert cand["images"] == champ["images"] == held and cand["gt"] == champ["gt"] > 0
+    assert result["gate"]["det_hmean_drop_pts"] == pytest.approx(100 * (champ["hmean"] - cand["hmean"]), abs=1e-3)
+    assert result["model_card"]["det"]["trained"]
+
+
 def test_index_refreshed_with_v1_text(result):
     assert result["index"]["count"] == 5
     assert result["index"]["probe_top1"] == result["served_probe"]["drawing_id"]
