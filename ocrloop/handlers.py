@@ -28,12 +28,13 @@ log = logging.getLogger("ocrloop.handlers")
 STAGE = "ocrloop:stage"
 """CustomerMetadataProperties key: Registered → Deploying → Deployed / DeployFailed / Retired."""
 METRIC_REGEXES = [
-    {"Name": name, "Regex": f"{name}=([0-9.eE+-]+)"}
+    {"Name": name, "Regex": f"METRIC {name}=([0-9.eE+-]+)"}
     for name in ("train_loss", "validation_line_acc", "validation_char_acc", "olddomain_line_acc",
                  "olddomain_char_acc", "det_hmean", "det_precision", "det_recall", "champion_det_hmean",
                  "det_final_loss")
 ]
-"""SageMaker MetricDefinitions for the ``METRIC name=value`` lines the training entrypoint prints."""
+"""SageMaker MetricDefinitions for the ``METRIC name=value`` lines the training entrypoint prints
+(anchored on ``METRIC `` so ``det_hmean`` does not also match ``champion_det_hmean``)."""
 BASE_TRAIN = "base/train.jsonl"
 BASE_OLDDOMAIN = "base/olddomain.jsonl"
 

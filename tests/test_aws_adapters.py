@@ -125,15 +125,18 @@ def _core_training_request(name: str) -> dict:
 
 
 def test_metric_definitions_parse_the_entrypoint_lines():
-    lines = "step 60\nMETRIC train_loss=1.5e-05\nMETRIC validation_line_acc=0.8125\nMETRIC olddomain_char_acc=0.97\n"
+    lines = ("step 60\nMETRIC train_loss=1.5e-05\nMETRIC validation_line_acc=0.8125\nMETRIC olddomain_char_acc=0.97\n"
+             "METRIC champion_det_hmean=0.485\nMETRIC det_hmean=0.98\n")
     found = {}
     for definition in handlers.METRIC_REGEXES:
         m = re.search(definition["Regex"], lines)
         if m:
             found[definition["Name"]] = float(m.group(1))
-    assert found == {"train_loss": 1.5e-05, "validation_line_acc": 0.8125, "olddomain_char_acc": 0.97}
+    assert found == {"train_loss": 1.5e-05, "validation_line_acc": 0.8125, "olddomain_char_acc": 0.97,
+                     "champion_det_hmean": 0.485, "det_hmean": 0.98}  # det_hmean not taken from champion_det_hmean
     names = {d["Name"] for d in handlers.METRIC_REGEXES}
-    assert names == {"train_loss", "validation_line_acc", "validation_char_acc", "olddomain_line_acc", "olddomain_char_acc"}
+    assert names == {"train_loss", "validation_line_acc", "validation_char_acc", "olddomain_line_acc", "olddomain_char_acc",
+                     "det_hmean", "det_precision", "det_recall", "champion_det_hmean", "det_final_loss"}
 
 
 def test_training_spot_and_warm_pool_modes_exclude_each_other():
