@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-DATA_VERSION = 2
+DATA_VERSION = 3
 """Bump when the content of ``build_continual_data`` changes (cache key)."""
 
 

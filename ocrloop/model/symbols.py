@@ -111,16 +111,29 @@ def _datums(rng: np.random.Generator, k: int) -> list[str]:
     return list(rng.choice(list(DATUMS), size=k, replace=False))
 
 
+def _tolerance(rng: np.random.Generator) -> str:
+    """A geometric tolerance value: one of the common ``TOLERANCES`` or, as often, any value in
+    0.002–0.6 mm written with 2–3 decimals and no trailing zeros (ISO 1101 frames: ``0.015``)."""
+    if rng.random() < 0.5:
+        return str(rng.choice(TOLERANCES))
+    decimals = int(rng.choice([2, 3]))
+    value = round(float(rng.uniform(0.002, 0.6)), decimals) or 10.0 ** -decimals
+    return f"{value:.{decimals}f}".rstrip("0").rstrip(".")
+
+
 def symbol_text(rng: np.random.Generator) -> str:
-    """One random annotation with at least one ``DRAWING_SYMBOLS`` character."""
+    """One random annotation with at least one ``DRAWING_SYMBOLS`` character.
+
+    Thirteen kinds of annotation are equally likely; flatness (⏥) and cylindricity (⌭) frames are
+    a kind each, so no symbol is a rarity only because it shares a kind with another."""
     times = str(rng.choice(["×", "X", "x"]))
     sep = " " if rng.random() < 0.8 else ""
     d = _num(rng, 2, 40)
     big = _num(rng, float(d) + 2, float(d) + 20)
     depth = _num(rng, 1, 30)
-    tol = str(rng.choice(TOLERANCES))
+    tol = _tolerance(rng)
     count = f"{int(rng.integers(2, 9))}{times}{sep}" if rng.random() < 0.35 else ""
-    kind = int(rng.integers(0, 12))
+    kind = int(rng.integers(0, 13))
     if kind == 0:
         return f"{count}⌀{d} THRU" if rng.random() < 0.5 else f"{count}⌀{d}{sep}↧{depth}"
     if kind == 1:
@@ -132,7 +145,9 @@ def symbol_text(rng: np.random.Generator) -> str:
         mod = "⌀" if rng.random() < 0.8 else ""
         return " ".join(["⌖", f"{mod}{tol}", *_datums(rng, int(rng.integers(1, 4)))])
     if kind == 4:
-        return " ".join([str(rng.choice(["⏥", "⌭"])), tol])
+        return f"⏥{sep}{tol}"
+    if kind == 12:
+        return f"⌭{sep}{tol}"
     if kind == 5:
         return " ".join(["⊥", f"{'⌀' if rng.random() < 0.3 else ''}{tol}", *_datums(rng, 1)])
     if kind == 6:
