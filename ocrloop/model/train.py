@@ -31,6 +31,15 @@ characters (the ones the dict gained + ``new_chars``) and of the old ones, and a
 breakdown when manifests tag lines with ``kind``. The promotion gate (``ocrloop.gate.decide``
 with ``gate_config``) is applied to the result and recorded in ``metrics.json`` and the card.
 
+Detection (``det_steps`` > 0 and a ``det_train`` channel): after the rec candidate is exported, the
+champion's det (its ``det/`` folder, else the stock PP-OCRv5 mobile det) is fine-tuned with the DB
+loss on the annotators' boxes, exported to ``model/det/`` and evaluated, champion vs candidate,
+through the serving engine on the ``det_validation`` channel (ICDAR 2015 hmean);
+``metrics.json`` gets ``champion.det`` / ``candidate.det`` (the gate's ``gate_max_det_hmean_drop``)
+and ``det`` (training summary, export check). Without det training the candidate carries the
+champion's ``det/`` over. See ``ocrloop.model.det_train``. The det phase is not checkpointed: a
+resumed (spot) job re-runs it from the champion's det with the same seed.
+
 Paddle is imported only once the inputs have been validated, so bad input fails fast.
 """
 
