@@ -170,3 +170,21 @@ def test_training_job_fine_tunes_and_gates_detection(det_job, sheets, base_model
     assert det_model_path(root / "model") == det_dir / "model.onnx"
     assert det_model_path(base_model_dir) is None
 
+
+def test_serving_loads_the_artifact_det(det_job, base_model_dir):
+    from ocrloop.ocr.service import create_app
+
+    root, _ = det_job
+    engine = create_app(root / "model").state.engine
+    try:
+        assert engine.det_model_path == root / "model" / "det" / "model.onnx"
+    finally:
+        engine.close()
+    stock = create_app(base_model_dir).state.engine  # no det/ in v0: the stock det
+    try:
+        from ocrloop.ocr.engine import default_det_model_path
+
+        assert stock.det_model_path == default_det_model_path()
+    finally:
+        stock.close()
+
