@@ -135,6 +135,9 @@ class LoopConfig:
         gate_max_class_recall_drop: max allowed recall drop (points) of any checked class.
         gate_max_det_hmean_drop: when the job fine-tuned detection, max allowed drop (points) of
             detection hmean (ICDAR 2015 IoU ≥ 0.5) on the held-out drawings vs the champion's det.
+        gate_max_det_read_drop: when the job fine-tuned detection, max allowed drop (points) of the
+            share of held-out lines read exactly by the serving engine with the candidate det vs
+            the champion's det (same rec model for both).
         det_steps: detection fine-tuning steps per training job (0: detection is not trained; the
             candidate keeps the champion's det model). Needs det labels in the dataset version.
         det_batch_size / det_crop_px / det_learning_rate: detection batch (random crops), crop
@@ -162,6 +165,7 @@ class LoopConfig:
     gate_min_class_support: int = 20
     gate_max_class_recall_drop: float = 10.0
     gate_max_det_hmean_drop: float = 1.0
+    gate_max_det_read_drop: float = 1.0
     det_steps: int = 8
     det_batch_size: int = 2
     det_crop_px: int = 320

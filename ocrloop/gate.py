@@ -14,7 +14,9 @@ The gate passes when the candidate
   reported by name, e.g. ``olddomain: '技' recall 100.0% → 80.0% (-20.0 pts, n=25)``, and
 * (when the job also fine-tuned detection: ``candidate.det`` and ``champion.det`` hold
   ``ocrloop.model.det_eval`` results on the held-out drawings) loses at most
-  ``gate_max_det_hmean_drop`` points of detection hmean.
+  ``gate_max_det_hmean_drop`` points of detection hmean and at most ``gate_max_det_read_drop``
+  points of the share of held-out lines the engine reads exactly with the candidate det instead of
+  the champion's (same rec model; tighter boxes can raise hmean yet cut glyphs off the crops).
 
 Standard library only.
 """
@@ -38,7 +40,8 @@ enough for registry metadata; ``class_regressions`` gives the full list."""
 class GateDecision:
     """``passed``; human-readable ``reasons``; the new-domain line-accuracy gain and old-domain
     drop in points; ``det_hmean_drop_pts``: champion − candidate detection hmean in points (None
-    when detection was not trained); ``regressions``: ``{"set", "class", "champion", "candidate", "drop_pts", "n"}``
+    when detection was not trained); ``det_read_drop_pts``: the same for the share of held-out lines
+    read exactly with each det; ``regressions``: ``{"set", "class", "champion", "candidate", "drop_pts", "n"}``
     for the (up to ``MAX_REPORTED``) character classes that regressed most beyond the threshold
     (recalls in [0, 1])."""
 
@@ -48,6 +51,7 @@ class GateDecision:
     old_drop_pts: float
     regressions: tuple[dict[str, Any], ...] = ()
     det_hmean_drop_pts: float | None = None
+    det_read_drop_pts: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,14 +149,33 @@ def decide(metrics: dict[str, Any], config: LoopConfig) -> GateDecision:
         passed = False
         reasons.append(f"detection hmean {100 * champ['det']['hmean']:.2f}% → {100 * cand['det']['hmean']:.2f}% "
                        f"(-{det_drop:.2f} pts) > allowed {config.gate_max_det_hmean_drop:.2f}")
+    read_drop = det_read_drop(champ, cand)
+    if read_drop is not None and read_drop > config.gate_max_det_read_drop:
+        passed = False
+        reasons.append(f"lines read with the candidate det {100 * champ['det']['read_line_acc']:.2f}% → "
+                       f"{100 * cand['det']['read_line_acc']:.2f}% (-{read_drop:.2f} pts) > allowed "
+                       f"{config.gate_max_det_read_drop:.2f}")
     if passed:
         reasons.append(f"new-domain {new_gain:+.2f} pts line / {new_char_gain:+.2f} pts char; "
                        f"old-domain drop {old_drop:.2f} pts ≤ {config.gate_max_old_drop:.2f}")
         if det_drop is not None:
             reasons.append(f"detection hmean {100 * champ['det']['hmean']:.2f}% → {100 * cand['det']['hmean']:.2f}% "
                            f"(drop {det_drop:+.2f} pts ≤ {config.gate_max_det_hmean_drop:.2f})")
+        if read_drop is not None:
+            reasons.append(f"lines read with the candidate det {100 * champ['det']['read_line_acc']:.2f}% → "
+                           f"{100 * cand['det']['read_line_acc']:.2f}% (drop {read_drop:+.2f} pts ≤ "
+                           f"{config.gate_max_det_read_drop:.2f})")
     return GateDecision(passed, tuple(reasons), round(new_gain, 4), round(old_drop, 4),
-                        tuple(regressions[:MAX_REPORTED]), None if det_drop is None else round(det_drop, 4))
+                        tuple(regressions[:MAX_REPORTED]), None if det_drop is None else round(det_drop, 4),
+                        None if read_drop is None else round(read_drop, 4))
+
+
+def det_read_drop(champion: dict[str, Any], candidate: dict[str, Any]) -> float | None:
+    """Champion − candidate ``det.read_line_acc`` in points when both carry it, else None."""
+    a, b = (champion.get("det") or {}), (candidate.get("det") or {})
+    if not isinstance(a, dict) or not isinstance(b, dict) or "read_line_acc" not in a or "read_line_acc" not in b:
+        return None
+    return 100.0 * (float(a["read_line_acc"]) - float(b["read_line_acc"]))
 
 
 def det_hmean_drop(champion: dict[str, Any], candidate: dict[str, Any]) -> float | None:

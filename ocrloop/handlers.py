@@ -31,7 +31,7 @@ METRIC_REGEXES = [
     {"Name": name, "Regex": f"METRIC {name}=([0-9.eE+-]+)"}
     for name in ("train_loss", "validation_line_acc", "validation_char_acc", "olddomain_line_acc",
                  "olddomain_char_acc", "det_hmean", "det_precision", "det_recall", "champion_det_hmean",
-                 "det_final_loss")
+                 "det_read_line_acc", "champion_det_read_line_acc", "det_final_loss")
 ]
 """SageMaker MetricDefinitions for the ``METRIC name=value`` lines the training entrypoint prints
 (anchored on ``METRIC `` so ``det_hmean`` does not also match ``champion_det_hmean``)."""
@@ -371,6 +371,7 @@ def _det_summary(metrics: dict[str, Any]) -> dict[str, Any]:
         for side in ("champion", "candidate"):
             res = (metrics.get(side) or {}).get("det") or {}
             out[f"{side}_hmean"] = res.get("hmean")
+            out[f"{side}_read_line_acc"] = res.get("read_line_acc")
     return out
 
 

@@ -136,7 +136,8 @@ def test_metric_definitions_parse_the_entrypoint_lines():
                      "champion_det_hmean": 0.485, "det_hmean": 0.98}  # det_hmean not taken from champion_det_hmean
     names = {d["Name"] for d in handlers.METRIC_REGEXES}
     assert names == {"train_loss", "validation_line_acc", "validation_char_acc", "olddomain_line_acc", "olddomain_char_acc",
-                     "det_hmean", "det_precision", "det_recall", "champion_det_hmean", "det_final_loss"}
+                     "det_hmean", "det_precision", "det_recall", "champion_det_hmean", "det_read_line_acc",
+                     "champion_det_read_line_acc", "det_final_loss"}
 
 
 def test_training_spot_and_warm_pool_modes_exclude_each_other():

@@ -58,14 +58,16 @@ def test_dont_care_regions_and_pooling():
         match_image(gt, det, [True])
 
 
-def _metrics(champ_hmean=None, cand_hmean=None):
-    def side(line, hmean):
+def _metrics(champ_hmean=None, cand_hmean=None, champ_read=None, cand_read=None):
+    def side(line, hmean, read):
         out = {"validation": {"line_acc": line, "char_acc": line}, "olddomain": {"line_acc": 0.9, "char_acc": 0.95}}
         if hmean is not None:
             out["det"] = {"precision": hmean, "recall": hmean, "hmean": hmean}
+            if read is not None:
+                out["det"]["read_line_acc"] = read
         return out
 
-    return {"champion": side(0.5, champ_hmean), "candidate": side(0.6, cand_hmean)}
+    return {"champion": side(0.5, champ_hmean, champ_read), "candidate": side(0.6, cand_hmean, cand_read)}
 
 
 def test_gate_rejects_a_detection_hmean_drop_beyond_the_tolerance():
@@ -83,12 +85,24 @@ def test_gate_rejects_a_detection_hmean_drop_beyond_the_tolerance():
     assert "det_hmean_drop_pts" in rec_only.to_json()
 
 
+def test_gate_rejects_a_det_that_reads_fewer_lines_despite_a_better_hmean():
+    config = LoopConfig(gate_max_det_hmean_drop=1.0, gate_max_det_read_drop=1.0)
+    bad = decide(_metrics(0.60, 0.90, 0.95, 0.84), config)  # tighter boxes: hmean up, crops cut
+    assert not bad.passed and bad.det_hmean_drop_pts == pytest.approx(-30.0)
+    assert bad.det_read_drop_pts == pytest.approx(11.0)
+    assert any(r.startswith("lines read with the candidate det 95.00% → 84.00% (-11.00 pts) > allowed 1.00")
+               for r in bad.reasons)
+    ok = decide(_metrics(0.60, 0.90, 0.95, 0.955), config)
+    assert ok.passed and ok.det_read_drop_pts == pytest.approx(-0.5)
+    assert decide(_metrics(0.60, 0.90, 0.95, 0.84), LoopConfig(gate_max_det_read_drop=20.0)).passed
+
+
 @pytest.mark.parametrize("cand_hmean, approval", [(0.81, "Approved"), (0.70, "Rejected")])
 def test_training_completed_gates_on_det_and_registers_det_metrics(rt, cand_hmean, approval):
     """on_training_completed reads metrics.json from the artifact, gates on det hmean and records it."""
     from ocrloop import events, handlers
 
-    metrics = _metrics(0.80, cand_hmean)
+    metrics = _metrics(0.80, cand_hmean, 0.9, 0.9)
     metrics["det"] = {"trained": True, "train": {"steps": 8}}
     rt.models.put("jobs/j1/metrics.json", json.dumps(metrics).encode())
     rt.models.put("jobs/j1/model_card.json", b"{}")
@@ -99,7 +113,8 @@ def test_training_completed_gates_on_det_and_registers_det_metrics(rt, cand_hmea
     assert out["approval"] == approval
     pkg = rt.registry.describe_model_package(out["model_package"])
     det = json.loads(pkg["CustomerMetadataProperties"]["ocrloop:det"])
-    assert det == {"trained": True, "inherited": False, "steps": 8, "champion_hmean": 0.80, "candidate_hmean": cand_hmean}
+    assert det == {"trained": True, "inherited": False, "steps": 8, "champion_hmean": 0.80, "candidate_hmean": cand_hmean,
+                   "champion_read_line_acc": 0.9, "candidate_read_line_acc": 0.9}
     gate = json.loads(pkg["CustomerMetadataProperties"]["ocrloop:gate"])
     assert gate["det_hmean_drop_pts"] == pytest.approx(100 * (0.80 - cand_hmean))
     assert any("detection hmean" in r for r in gate["reasons"])

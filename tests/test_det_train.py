@@ -128,7 +128,7 @@ def det_job(sheets, tmp_path_factory, base_model_dir):
     """The training entrypoint (subprocess, SageMaker contract) with det enabled for 3 steps."""
     hp = {"max_steps": "1", "batch_size": "2", "warmup_steps": "0", "eval_batch_size": "8", "seed": "5",
           "model_version": "v1-det", "det_steps": "3", "det_batch_size": "1", "det_crop_px": "256",
-          "det_learning_rate": "1e-4", "gate_config": json.dumps({"gate_max_det_hmean_drop": 50.0})}
+          "det_learning_rate": "1e-4", "gate_config": json.dumps({"gate_max_det_hmean_drop": 50.0, "gate_max_det_read_drop": 50.0})}
     root = make_job_root(tmp_path_factory.mktemp("det_job") / "opt_ml", base_model_dir, hp)
     write_det_channel(root / "input" / "data" / "det_train", sheets[0])
     write_det_channel(root / "input" / "data" / "det_validation", sheets[1])
@@ -162,6 +162,10 @@ def test_training_job_fine_tunes_and_gates_detection(det_job, sheets, base_model
     drop = 100 * (champ["hmean"] - cand["hmean"])
     assert gate["det_hmean_drop_pts"] == pytest.approx(drop, abs=1e-3)
     assert any("detection hmean" in r for r in gate["reasons"])
+    # lines read by the engine with each det (the candidate's rec for both)
+    assert cand["read_n"] == champ["read_n"] == held_lines
+    assert float(emitted["det_read_line_acc"]) == pytest.approx(cand["read_line_acc"], abs=1e-6)
+    assert gate["det_read_drop_pts"] == pytest.approx(100 * (champ["read_line_acc"] - cand["read_line_acc"]), abs=1e-3)
     card = json.loads((root / "model" / "model_card.json").read_text())
     assert card["det"]["trained"] and card["eval"]["candidate"]["det"]["hmean"] == cand["hmean"]
     # serving picks the fine-tuned det up from the artifact

@@ -20,7 +20,7 @@ def result(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("e2e")
     cfg = LoopConfig(max_steps=3, batch_size=4, gate_require_improvement=False, gate_max_old_drop=100.0,
-                     canary_bake_s=0.5)
+                     gate_max_det_read_drop=100.0, canary_bake_s=0.5)
     return demo.run(home, cfg, max_drawings=5, base_lines=40)
 
 
@@ -57,6 +57,8 @@ def test_detection_fine_tuned_in_the_same_loop_and_gated(result):
     held = result["dataset_version"]["holdout_drawings"]
     assert cand["images"] == champ["images"] == held and cand["gt"] == champ["gt"] > 0
     assert result["gate"]["det_hmean_drop_pts"] == pytest.approx(100 * (champ["hmean"] - cand["hmean"]), abs=1e-3)
+    assert result["gate"]["det_read_drop_pts"] == pytest.approx(
+        100 * (champ["read_line_acc"] - cand["read_line_acc"]), abs=1e-3)
     assert result["model_card"]["det"]["trained"]
 
 

@@ -70,12 +70,13 @@ class DetInputError(ValueError):
 
 @dataclasses.dataclass
 class DetSample:
-    """One labelled sheet: ``image`` absolute path, ``polygons`` (float32 ``[K, 2]`` px each) and
-    per polygon ``ignore`` (transcription ``"###"``)."""
+    """One labelled sheet: ``image`` absolute path, ``polygons`` (float32 ``[K, 2]`` px each), per
+    polygon ``ignore`` (transcription ``"###"``) and ``texts`` (the transcriptions)."""
 
     image: Path
     polygons: list[np.ndarray]
     ignore: list[bool]
+    texts: list[str] = dataclasses.field(default_factory=list)
 
 
 def read_det_labels(channel_dir: str | Path) -> list[DetSample]:
@@ -105,12 +106,13 @@ def read_det_labels(channel_dir: str | Path) -> list[DetSample]:
         try:
             anns = json.loads(body)
             polys = [np.asarray(a["points"], dtype=np.float32).reshape(-1, 2) for a in anns]
-            ignore = [str(a.get("transcription", "")) == IGNORE_TEXT for a in anns]
+            texts = [str(a.get("transcription", "")) for a in anns]
+            ignore = [t == IGNORE_TEXT for t in texts]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DetInputError(f"{label_file}:{lineno}: bad annotations ({exc})") from exc
         if any(len(p) < 3 for p in polys):
             raise DetInputError(f"{label_file}:{lineno}: a polygon has fewer than 3 points")
-        out.append(DetSample(path, polys, ignore))
+        out.append(DetSample(path, polys, ignore, texts))
     return out
 
 
@@ -440,11 +442,23 @@ def inference_yml() -> dict[str, Any]:
 # --- evaluation ------------------------------------------------------------------------------
 
 
+READ_MATCH_IOU = 0.1
+"""A labelled line counts as read when the read line overlapping it most (IoU ≥ this, lenient on
+box geometry on purpose) has its transcription (spaces ignored)."""
+
+
 def evaluate_det(det_onnx: str | Path, rec_model_dir: str | Path, samples: Sequence[DetSample],
                  load: Callable[[Path], np.ndarray]) -> dict[str, Any]:
-    """ICDAR 2015 precision / recall / hmean (``det_eval.evaluate_detections``) of the serving
-    engine's detection (``OcrEngine(rec_model_dir, det_model_path=det_onnx).detect``) on
-    ``samples``, plus ``seconds``. ``rec_model_dir`` only satisfies the engine's constructor."""
+    """Detection and reading quality of the serving engine
+    (``OcrEngine(rec_model_dir, det_model_path=det_onnx)``) on ``samples``:
+
+    * ``precision`` / ``recall`` / ``hmean`` (+ counts): ICDAR 2015 (``det_eval``) of ``detect``;
+    * ``read_line_acc`` / ``read_n``: share of labelled lines ``read`` exactly (``READ_MATCH_IOU``).
+      Box geometry alone can mislead (boxes that hug the glyphs match tight labels better yet cut
+      descenders and punctuation off the crops), so the gate also compares this, with the same rec
+      model for both dets;
+    * ``seconds``: wall time.
+    """
     from ocrloop.ocr.engine import OcrEngine
 
     from .det_eval import evaluate_detections
@@ -452,12 +466,39 @@ def evaluate_det(det_onnx: str | Path, rec_model_dir: str | Path, samples: Seque
     t0 = time.perf_counter()
     engine = OcrEngine(rec_model_dir, det_model_path=det_onnx)
     try:
-        pairs = [(s.polygons, list(engine.detect(load(s.image))), s.ignore) for s in samples]
+        pairs, hits, n = [], 0, 0
+        for s in samples:
+            image = load(s.image)
+            pairs.append((s.polygons, list(engine.detect(image)), s.ignore))
+            h, k = _read_hits(s, engine.read(image))
+            hits, n = hits + h, n + k
     finally:
         engine.close()
     out = evaluate_detections(pairs)
-    out["seconds"] = round(time.perf_counter() - t0, 3)
+    out.update(read_line_acc=hits / n if n else 0.0, read_n=n, seconds=round(time.perf_counter() - t0, 3))
     return out
+
+
+def _read_hits(sample: DetSample, lines) -> tuple[int, int]:
+    """(labelled lines read exactly, labelled lines) of one sheet (``evaluate_det``)."""
+    from .det_eval import _polygon
+
+    read = [(_polygon(line.polygon), line.text.replace(" ", "")) for line in lines]
+    hits = n = 0
+    for poly, text, ign in zip(sample.polygons, sample.texts, sample.ignore):
+        if ign:
+            continue
+        n += 1
+        g = _polygon(poly)
+        best, best_iou = None, 0.0
+        for p, t in read:
+            inter = g.intersection(p).area
+            union = g.area + p.area - inter
+            iou = inter / union if union > 0 else 0.0
+            if iou > best_iou:
+                best, best_iou = t, iou
+        hits += int(best is not None and best_iou >= READ_MATCH_IOU and best == text.replace(" ", ""))
+    return hits, n
 
 
 # --- the training job's det phase --------------------------------------------------------------
@@ -474,8 +515,9 @@ def run_det_phase(*, train_dir: Path | None, validation_dir: Path | None, champi
 
     * ``cfg.steps > 0`` and ``train_dir`` holds ``label.txt``: fine-tune the champion's det
       (``champion_det``: the champion's ``det/`` folder, None for the stock model), export it to
-      ``candidate_dir/det``, evaluate champion and candidate on ``validation_dir`` through the
-      serving engine and print ``METRIC det_hmean`` / ``champion_det_hmean`` / … lines;
+      ``candidate_dir/det``, evaluate champion and candidate det on ``validation_dir`` through the
+      serving engine (``evaluate_det``, both with the candidate's rec) and print ``METRIC
+      det_hmean`` / ``champion_det_hmean`` / ``det_read_line_acc`` / … lines;
     * otherwise: copy the champion's ``det/`` (if any) into the candidate so a rec-only job keeps
       the fine-tuned detector; no det metrics.
 
@@ -516,9 +558,10 @@ def run_det_phase(*, train_dir: Path | None, validation_dir: Path | None, champi
     champion = evaluate_det(champion_onnx, candidate_dir, validation, load)
     candidate = evaluate_det(out / DET_ONNX, candidate_dir, validation, load)
     for prefix, res in (("champion_", champion), ("", candidate)):
-        for key in ("hmean", "precision", "recall"):
+        for key in ("hmean", "precision", "recall", "read_line_acc"):
             emit(f"{prefix}det_{key}", res[key])
-    log(f"det hmean champion {champion['hmean']:.4f} → candidate {candidate['hmean']:.4f}")
+    log(f"det hmean champion {champion['hmean']:.4f} → candidate {candidate['hmean']:.4f}; lines read "
+        f"{champion['read_line_acc']:.4f} → {candidate['read_line_acc']:.4f} (both with the candidate rec)")
     return {"trained": True, "source": source, "train": {**summary, **dataclasses.asdict(cfg)},
             "export_check": check, "champion": champion, "candidate": candidate,
             "sheets": {"train": len(train), "validation": len(validation)}}
