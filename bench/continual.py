@@ -111,10 +111,18 @@ def mixed_manifest(new_rows, pool_rows, seed):
     return manifest, report.to_json()
 
 
-def make_job(work: Path, name: str, v0_dir: Path, channels: dict, train_rows, hp: dict, champion_eval: Path | None) -> Path:
+def make_job(work: Path, name: str, v0_dir: Path, channels: dict, train_rows, hp: dict, champion_eval: Path | None,
+             resume: bool = False) -> Path:
     """A ``/opt/ml`` tree for one run: train channel (hard links), validation = new-domain test,
-    olddomain = old-domain regression set, model = v0."""
+    olddomain = old-domain regression set, model = v0. With ``resume``, an existing tree with the
+    same hyper-parameters is kept: the entrypoint resumes from its newest checkpoint (as a
+    restarted spot job does) or, when it finished, its metrics are reused."""
     root = work / name
+    hp_text = json.dumps({k: str(v) for k, v in hp.items()}, ensure_ascii=False)
+    hp_file = root / "input" / "config" / "hyperparameters.json"
+    if resume and hp_file.exists() and hp_file.read_text() == hp_text:
+        (root / "output" / "failure").unlink(missing_ok=True)
+        return root
     if root.exists():
         shutil.rmtree(root)
     data = root / "input" / "data"
@@ -124,7 +132,7 @@ def make_job(work: Path, name: str, v0_dir: Path, channels: dict, train_rows, hp
     (data / "model").symlink_to(v0_dir, target_is_directory=True)
     config = root / "input" / "config"
     config.mkdir(parents=True)
-    (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hp.items()}, ensure_ascii=False))
+    (config / "hyperparameters.json").write_text(hp_text)
     if champion_eval is not None:  # same champion, same evaluation sets: share its evaluation
         (root / "checkpoints").mkdir(parents=True)
         shutil.copyfile(champion_eval, root / "checkpoints" / "champion_eval.json")
@@ -133,9 +141,13 @@ def make_job(work: Path, name: str, v0_dir: Path, channels: dict, train_rows, hp
 
 def run_job(root: Path, log_path: Path) -> dict:
     """Run the training entrypoint on ``root`` in a child process (nice 10); returns metrics.json."""
+    done = root / "model" / "metrics.json"
+    if done.exists() and (root / "model" / "model_card.json").exists():  # finished in an earlier invocation
+        log(f"{root.name}: finished earlier, metrics reused")
+        return json.loads(done.read_text())
     env = dict(os.environ, OCRLOOP_ML_ROOT=str(root), PYTHONPATH=str(ROOT))
     t0 = time.perf_counter()
-    with open(log_path, "w") as fh:
+    with open(log_path, "a") as fh:
         proc = subprocess.run(["nice", "-n", "10", sys.executable, str(ENTRYPOINT), "train"], cwd=ROOT, env=env,
                               stdout=fh, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
@@ -199,6 +211,11 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="a,b,c,d", help="subset of runs (a,b,c,d); d needs c")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--work", type=Path, default=None, help="job folders (default <cache>/bench/continual-jobs)")
+    ap.add_argument("--data-dir", type=Path, default=None,
+                    help="use this built data folder (<cache>/bench/continual/<key>) instead of building the current one")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep job folders of an earlier invocation with the same hyper-parameters: finished "
+                         "runs are reused, interrupted ones resume from their checkpoints")
     args = ap.parse_args(argv)
 
     from ocrloop.config import cache_dir
@@ -211,7 +228,14 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     v0_dir = ensure_base_model()
-    data = build_continual_data(cache_dir() / "bench" / "continual", s.sizes, log=log)
+    if args.data_dir:  # a data set built earlier (e.g. by an older generator: results stay comparable)
+        report_path = args.data_dir / "report.json"
+        if not report_path.is_file():
+            raise SystemExit(f"{args.data_dir}: no report.json (not a built continual data folder)")
+        data = {"dir": args.data_dir, "report": json.loads(report_path.read_text()),
+                "channels": {n: args.data_dir / n for n in ("new_train", "pool", "new_test", "old_test")}}
+    else:
+        data = build_continual_data(cache_dir() / "bench" / "continual", s.sizes, log=log)
     ch = data["channels"]
     new_rows = [(ch["new_train"], r) for r in read_rows(ch["new_train"])]
     pool_rows = [(ch["pool"], r) for r in read_rows(ch["pool"])]
@@ -242,7 +266,8 @@ def main(argv=None) -> int:
         if key not in runs:
             continue
         name, rows, hp = plans[key]
-        root = make_job(work, f"run_{key}", v0_dir, ch, rows, {**hp, "model_version": f"bench-{key}"}, champion_eval)
+        root = make_job(work, f"run_{key}", v0_dir, ch, rows, {**hp, "model_version": f"bench-{key}"}, champion_eval,
+                        args.resume)
         log(f"{name}: {len(rows)} training lines, {hp['max_steps']} steps × {hp['batch_size']}")
         m = run_job(root, work / f"run_{key}.log")
         champion_eval = champion_eval or root / "checkpoints" / "champion_eval.json"
@@ -258,7 +283,7 @@ def main(argv=None) -> int:
         hp = {**common, "max_steps": s.full_max_steps, "freeze": "none", "sampler": "epoch",
               "eval_every": s.full_eval_every, "target_line_acc": round(target, 6), "model_version": "bench-d"}
         name = "(d) full retraining"
-        root = make_job(work, "run_d", v0_dir, ch, full_rows, hp, champion_eval)
+        root = make_job(work, "run_d", v0_dir, ch, full_rows, hp, champion_eval, args.resume)
         log(f"{name}: {len(full_rows)} lines (new {len(new_rows)} + old {len(pool_rows)}), up to {s.full_max_steps} "
             f"steps, target new-domain line acc {target:.4f}")
         m = run_job(root, work / "run_d.log")
@@ -292,7 +317,7 @@ def main(argv=None) -> int:
         "mode": mode,
         "settings": dataclasses.asdict(s),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "data": data["report"],
+        "data": data["report"], "data_dir": str(data["dir"]),
         "mix_report": mix_report,
         "v0": v0,
         "runs": {k: {kk: vv for kk, vv in r.items() if kk != "metrics"} | {"metrics": {

