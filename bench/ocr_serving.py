@@ -297,6 +297,46 @@ def match_sheet(texts: Sequence[dict], preds: Sequence[tuple[np.ndarray, str]]) 
     return out
 
 
+def miss_causes(texts: Sequence[dict], preds: Sequence[tuple[np.ndarray, str]], hits: Sequence[bool]) -> list[str | None]:
+    """Per labelled line, why it was missed (``None`` when read, exact normalisation):
+
+    * ``undetected``: no predicted line covers ≥ ``MATCH_COVER`` of it;
+    * ``split``: covering predictions read parts of it (each reads a strict part of the string);
+    * ``merged``: a covering prediction reads it together with more (``(13)20`` for ``20``);
+    * ``confusable``: a covering prediction differs only by letter case, ``x``/``×`` or spaces
+      (``X`` for ``x``, ``80×6,3`` for ``80x6,3``, ``ry s.`` for ``rys.``): the rec model's reading;
+    * ``misread``: anything else (a wrong character, a wrong direction).
+    """
+    from shapely.geometry import Polygon
+
+    pp = [Polygon(np.asarray(p, dtype=np.float64).reshape(-1, 2)).buffer(0) for p, _ in preds]
+
+    def loose(t: str) -> str:
+        return "".join(norm_exact(t).split()).lower().replace("×", "x")
+
+    out: list[str | None] = []
+    for t, ok in zip(texts, hits):
+        if ok:
+            out.append(None)
+            continue
+        g = Polygon(np.asarray(t["polygon"], dtype=np.float64)).buffer(0)
+        cover = [preds[j][1] for j, q in enumerate(pp) if g.area > 0 and g.intersects(q)
+                 and g.intersection(q).area >= MATCH_COVER * g.area]
+        want = loose(t["text"])
+        got = [loose(c) for c in cover]
+        if not cover:
+            out.append("undetected")
+        elif any(c == want for c in got):
+            out.append("confusable")
+        elif any(want in c and c != want for c in got):
+            out.append("merged")
+        elif all(c and c in want for c in got):
+            out.append("split")
+        else:
+            out.append("misread")
+    return out
+
+
 def summarize(sheets: Sequence[Sheet], hits: Sequence[dict[str, list[bool]]]) -> dict:
     """Recall overall, by direction and by dpi, for every normalisation."""
     def recall(select: Callable[[Sheet, dict], bool], norm: str) -> dict:
@@ -699,6 +739,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "predicted_lines": int(sum(len(p) for p in row["preds"])), **summarize(sheets, hits),
             "missed_examples": [t["text"] for s, h in zip(sheets, hits) for t, ok in zip(s.texts, h["exact"]) if not ok][:12],
         }
+        causes: dict[str, dict[str, int]] = {"horizontal": {}, "vertical": {}}
+        vertical_missed = []
+        for s, p, h in zip(sheets, row["preds"], hits):
+            for t, cause in zip(s.texts, miss_causes(s.texts, p, h["exact"])):
+                d = direction(t["angle_deg"])
+                group = "vertical" if d in ("90", "-90") else "horizontal" if d == "0" else None
+                if cause is not None and group is not None:
+                    causes[group][cause] = causes[group].get(cause, 0) + 1
+                    if group == "vertical":
+                        vertical_missed.append({"sheet": s.sheet_id, "text": t["text"], "cause": cause})
+        summary["misses_by_cause"] = causes
+        summary["vertical_missed"] = vertical_missed
         results.append(summary)
         print(f"[{key}] {summary['sheets_per_s']:.3f} sheets/s, p50 {summary['latency_p50_s']:.2f} s, "
               f"recall exact {summary['recall_exact']:.3f} / ⌀ {summary['recall_diameter']:.3f} / no-space {summary['recall_nospace']:.3f}",

@@ -284,3 +284,19 @@ def test_a_sheet_turned_by_90_degrees_reads_like_the_upright_one(engine):
         got = sorted(norm(line.text) for line in engine.read(turned))
         assert got == want
         assert engine.last_timings["turn"] == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1900), st.integers(0, 1400), st.integers(3, 40), st.integers(3, 40)),
+                min_size=1, max_size=30), st.integers(8, 40))
+def test_tight_regions_hold_their_glyphs_inside_the_grown_clusters(boxes, pad):
+    b = np.array(boxes, dtype=np.int32)
+    hw = (1500, 2000)
+    loose = text_regions(b, hw, 60)
+    tight = text_regions(b, hw, 60, pad_px=pad)
+    assert len(tight) == len(loose)
+    for x, y, w, h in b:  # every glyph, with its pad (clipped to the image), lies in a tight region
+        gx0, gy0 = max(0, x - pad), max(0, y - pad)
+        gx1, gy1 = min(hw[1], x + w + pad), min(hw[0], y + h + pad)
+        assert any(r[0] <= gx0 and r[1] <= gy0 and r[2] >= gx1 and r[3] >= gy1 for r in tight)
+    assert sum((r[2] - r[0]) * (r[3] - r[1]) for r in tight) <= sum((r[2] - r[0]) * (r[3] - r[1]) for r in loose)

@@ -598,7 +598,8 @@ class OcrEngine:
             rects = grid
             if (tp.regions or force_regions) and glyphs.small_height is not None:
                 margin = max(tp.min_region_margin_px, tp.region_margin * glyphs.small_height * scale)
-                regions = region_tiles(text_regions(gb, (dh, dw), margin), tp)
+                pad = None if tp.region_pad is None else max(tp.min_region_margin_px / 1.5, tp.region_pad * glyphs.small_height * scale)
+                regions = region_tiles(text_regions(gb, (dh, dw), margin, pad_px=pad), tp)
                 if force_regions or _area(regions) < _area(grid):  # clustered text: regions see fewer pixels
                     rects = regions
 
