@@ -144,6 +144,8 @@ class LoopConfig:
             side (px, multiple of 32) and peak LR (warmup + cosine, like rec). The defaults are a
             CPU budget (≈1.5 s a step on 2 cores, ≈25 s a job with export and evaluation); on a
             GPU instance raise ``det_steps`` and use 640 px crops.
+        det_label_pad: annotators' boxes are grown by this × their short side on each side before
+            det training (glyph-tight boxes teach the detector to cut glyphs off the crops).
         auto_approve: register as Approved when the gate passes (else PendingManualApproval).
         canary_percent: share of traffic the green fleet takes during the canary step.
         canary_bake_s: baking period after the canary before full shift (seconds).
@@ -170,6 +172,7 @@ class LoopConfig:
     det_batch_size: int = 2
     det_crop_px: int = 320
     det_learning_rate: float = 1e-4
+    det_label_pad: float = 0.0
     auto_approve: bool = True
     canary_percent: int = 10
     canary_bake_s: float = 2.0

@@ -263,7 +263,7 @@ def start_training(rt: Runtime, version: str) -> dict[str, Any]:
     }
     if det_on:
         hyper.update(det_batch_size=rt.config.det_batch_size, det_crop_px=rt.config.det_crop_px,
-                     det_learning_rate=rt.config.det_learning_rate)
+                     det_learning_rate=rt.config.det_learning_rate, det_label_pad=rt.config.det_label_pad)
     mix_key = f"training/{job}/mix_report.json"
     if not rt.datasets.exists(mix_key):
         rt.datasets.put(mix_key, json.dumps({"dataset_version": version, "parent": parent, **report.to_json(),

@@ -13,6 +13,7 @@ from ocrloop.model.det_labels import (
     THRESH_MIN,
     make_maps,
     offset_polygon,
+    pad_polygon,
     polygon_area,
     shrink_offset,
 )
@@ -77,3 +78,16 @@ def test_shrunk_polygon_lies_inside_and_has_the_expected_area(x0, y0, w, h, angl
     assert area - perimeter <= inside.sum() <= area + perimeter + 4
     assert np.all(maps.thresh_mask[inside] == 1.0)  # the core lies within the dilated region
     assert SHRINK_RATIO == 0.4
+
+
+def test_pad_polygon_grows_a_rotated_box_by_its_short_side():
+    poly = rect(10, 10, 100, 20)
+    assert pad_polygon(poly, 0.0) is not None and np.allclose(pad_polygon(poly, 0.0), poly)
+    grown = pad_polygon(poly, 0.25)  # 5 px on every side
+    xs, ys = grown[:, 0], grown[:, 1]
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == pytest.approx((5, 115, 5, 35), abs=1e-3)
+    c, s = np.cos(0.5), np.sin(0.5)
+    turned = (poly - 60) @ np.array([[c, s], [-s, c]]) + 60
+    assert abs(polygon_area(pad_polygon(turned, 0.25))) == pytest.approx(110 * 30, rel=1e-4)
+    with pytest.raises(ValueError):
+        pad_polygon(poly, -0.1)

@@ -95,6 +95,30 @@ def test_train_det_with_bn_in_train_mode(sheets, tmp_path):
         train_det(model, samples, DetTrainConfig(crop_px=100), ImageLoader())
 
 
+def test_label_pad_widens_the_training_targets(sheets, tmp_path):
+    from ocrloop.model.det_train import ImageLoader, make_batch, read_det_labels
+
+    (sample,) = read_det_labels(write_det_channel(tmp_path / "c", [sheets[0][2]]))
+    load = ImageLoader()
+    x0, tight = make_batch([sample], load, 256, np.random.default_rng(9))
+    x1, padded = make_batch([sample], load, 256, np.random.default_rng(9), label_pad=0.25)
+    assert np.array_equal(x0, x1)  # same crop
+    assert padded["shrink"].sum() > 1.3 * tight["shrink"].sum()
+    assert np.all(padded["shrink"][tight["shrink"] > 0] > 0)
+
+
+def test_det_hyperparameters_are_validated():
+    from ocrloop.model.train import Hyperparameters, InputError
+
+    hp = Hyperparameters.from_sagemaker({"det_steps": "12", "det_crop_px": "480", "det_label_pad": "0.1",
+                                         "det_freeze_bn": "false"})
+    assert (hp.det_steps, hp.det_crop_px, hp.det_label_pad, hp.det_freeze_bn) == (12, 480, 0.1, False)
+    assert Hyperparameters().det_steps == 0  # a job trains det only when asked
+    for bad in ({"det_crop_px": "500"}, {"det_label_pad": "1.5"}, {"det_steps": "-1"}, {"det_learning_rate": "0"}):
+        with pytest.raises(InputError):
+            Hyperparameters.from_sagemaker(bad)
+
+
 def test_det_channel_errors(tmp_path):
     from ocrloop.model.det_train import DetInputError, read_det_labels
 

@@ -152,3 +152,24 @@ def _draw_border(poly: np.ndarray, d: float, canvas: np.ndarray, mask: np.ndarra
     value = np.where(inside > 0, value, 0.0)
     region = canvas[cy0:cy1 + 1, cx0:cx1 + 1]
     np.maximum(region, value.astype(np.float32), out=region)
+
+
+def pad_polygon(poly: np.ndarray, pad: float) -> np.ndarray:
+    """``poly`` float ``[K, 2]`` px replaced by its minimum-area rectangle grown by ``pad`` × its
+    short side on every side (float32 ``[4, 2]``); ``pad = 0`` returns ``poly`` unchanged.
+
+    Annotators' boxes (and CAD text boxes) hug the glyphs, while the recogniser was trained on
+    crops with a margin; training det on padded boxes keeps that margin in what it detects.
+
+    Raises:
+        ValueError: ``pad < 0``.
+    """
+    import cv2
+
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
+    if pad == 0:
+        return np.asarray(poly, dtype=np.float32)
+    (cx, cy), (w, h), angle = cv2.minAreaRect(np.asarray(poly, dtype=np.float32))
+    grow = 2.0 * pad * min(w, h)
+    return cv2.boxPoints(((cx, cy), (w + grow, h + grow), angle)).astype(np.float32)

@@ -158,12 +158,16 @@ def random_crop(image: np.ndarray, polygons: Sequence[np.ndarray], ignore: Seque
 
 
 def make_batch(samples: Sequence[DetSample], load: Callable[[Path], np.ndarray], size: int,
-               rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+               rng: np.random.Generator, label_pad: float = 0.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Input float32 ``[N, 3, size, size]`` and targets (``shrink``, ``shrink_mask``, ``thresh``,
-    ``thresh_mask``: float32 ``[N, size, size]`` each) for one random crop of each sample."""
+    ``thresh_mask``: float32 ``[N, size, size]`` each) for one random crop of each sample; label
+    polygons are first grown by ``label_pad`` (``det_labels.pad_polygon``)."""
+    from .det_labels import pad_polygon
+
     xs, maps = [], []
     for s in samples:
-        crop, polys, ign = random_crop(load(s.image), s.polygons, s.ignore, size, rng)
+        polys = [pad_polygon(p, label_pad) for p in s.polygons] if label_pad else s.polygons
+        crop, polys, ign = random_crop(load(s.image), polys, s.ignore, size, rng)
         xs.append(normalise(crop))
         maps.append(make_maps((size, size), polys, ign))
     targets = {k: np.stack([getattr(m, k) for m in maps]) for k in ("shrink", "shrink_mask", "thresh", "thresh_mask")}
@@ -298,7 +302,8 @@ def set_det_train_mode(model, freeze_bn: bool) -> None:
 class DetTrainConfig:
     """Det fine-tuning budget: ``steps`` optimiser steps of ``batch_size`` random ``crop_px``
     crops; peak ``learning_rate`` after ``warmup_steps`` linear warmup, then cosine to 0; AdamW
-    ``weight_decay`` on conv weights; ``grad_clip_norm`` global norm; ``freeze_bn``; ``seed``."""
+    ``weight_decay`` on conv weights; ``grad_clip_norm`` global norm; ``freeze_bn``; ``seed``;
+    ``label_pad``: label boxes grown by this × their short side on each side (``make_batch``)."""
 
     steps: int = 20
     batch_size: int = 2
@@ -309,6 +314,7 @@ class DetTrainConfig:
     grad_clip_norm: float = 10.0
     freeze_bn: bool = True
     seed: int = 17
+    label_pad: float = 0.0
 
 
 def train_det(model, samples: Sequence[DetSample], cfg: DetTrainConfig, load: Callable[[Path], np.ndarray],
@@ -350,7 +356,7 @@ def train_det(model, samples: Sequence[DetSample], cfg: DetTrainConfig, load: Ca
     w0, c0 = time.perf_counter(), time.process_time()
     for step in range(1, cfg.steps + 1):
         idx = [order[((step - 1) * cfg.batch_size + i) % len(samples)] for i in range(cfg.batch_size)]
-        x, targets = make_batch([samples[i] for i in idx], load, cfg.crop_px, rng)
+        x, targets = make_batch([samples[i] for i in idx], load, cfg.crop_px, rng, cfg.label_pad)
         parts = db_loss(model.forward_train(paddle.to_tensor(x)), targets)
         loss = parts["loss"]
         value = float(loss.item())

@@ -130,6 +130,9 @@ class Hyperparameters:
         det_batch_size / det_crop_px / det_learning_rate / det_warmup_steps / det_freeze_bn: the
             det budget (random square crops of ``det_crop_px`` px, a multiple of 32), peak LR,
             warmup, BatchNorm statistics frozen.
+        det_label_pad: label boxes grown by this × their short side on each side before the DB
+            targets are made (``det_labels.pad_polygon``): glyph-tight boxes teach the detector to
+            cut descenders and punctuation off the recogniser's crops.
     """
 
     max_steps: int = 60
@@ -167,6 +170,7 @@ class Hyperparameters:
     det_learning_rate: float = 1e-4
     det_warmup_steps: int = 2
     det_freeze_bn: bool = True
+    det_label_pad: float = 0.0
 
     @classmethod
     def from_sagemaker(cls, raw: dict[str, Any]) -> "Hyperparameters":
@@ -241,6 +245,8 @@ class Hyperparameters:
             raise InputError("early_stopping_patience / target_line_acc need eval_every > 0")
         if hp.det_steps < 0 or hp.det_batch_size < 1 or hp.det_warmup_steps < 0:
             raise InputError("det_steps >= 0, det_batch_size >= 1 and det_warmup_steps >= 0 required")
+        if not 0.0 <= hp.det_label_pad <= 1.0:
+            raise InputError("det_label_pad must be in [0, 1]")
         if hp.det_crop_px < 64 or hp.det_crop_px % 32 or not (0 < hp.det_learning_rate < 1):
             raise InputError("det_crop_px must be a multiple of 32 (>= 64) and 0 < det_learning_rate < 1")
         return hp
@@ -1192,7 +1198,7 @@ def _det_phase(paths: JobPaths, hp: Hyperparameters, champion_det: Path | None, 
 
     cfg = DetTrainConfig(steps=hp.det_steps, batch_size=hp.det_batch_size, crop_px=hp.det_crop_px,
                          learning_rate=hp.det_learning_rate, warmup_steps=min(hp.det_warmup_steps, max(0, hp.det_steps - 1)),
-                         freeze_bn=hp.det_freeze_bn, seed=hp.seed)
+                         freeze_bn=hp.det_freeze_bn, seed=hp.seed, label_pad=hp.det_label_pad)
     channel = {n: paths.channel(n) if paths.channel(n).is_dir() else None for n in (DET_TRAIN_CHANNEL, DET_VALIDATION_CHANNEL)}
     try:
         return run_det_phase(train_dir=channel[DET_TRAIN_CHANNEL], validation_dir=channel[DET_VALIDATION_CHANNEL],
