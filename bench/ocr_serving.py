@@ -44,7 +44,9 @@ Metrics per row: sheets/s (sheets ÷ wall time of the whole set, at the row's co
 latency per sheet (s), and string recall: a labelled line counts when a predicted line covering at
 least 30 % of its polygon reads the same string — *exact* (whitespace runs collapsed), *⌀*
 (additionally Ø ø ∅ Φ read as ⌀) and *⌀, no spaces* (additionally ignoring spaces). Recall is also
-split by text direction in the image (0°, +90° reading bottom-to-top, −90°, 180°) and by dpi.
+split by text direction in the image (0°, +90° reading bottom-to-top, −90°, 180°) and by dpi;
+misses of horizontal and vertical lines are counted by cause (``miss_causes``: undetected, split,
+merged, confusable — case, ``x``/``×`` or spaces only — or misread).
 
 Sweeps (ocrloop only, ``--sweeps``): recognition batch size × minimum padded width on corpus line
 crops (ms per crop, line accuracy), and thread settings (intra-op threads × workers) on a few sheets.
@@ -783,6 +785,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{_fmt(r['horizontal']['exact']['recall'])} {_fmt(r['vertical']['exact']['recall'])}")
     for k, v in ratios.items():
         print(f"  {k}: {v['sheets_per_s']:.2f}× sheets/s, {v['recall_exact_points']:+.1f} points exact recall")
+    for r in results:
+        print(f"  misses by cause, {r['key']}: horizontal {r['misses_by_cause']['horizontal']}, "
+              f"vertical {r['misses_by_cause']['vertical']}")
 
     report = {
         "benchmark": "ocr_serving", "command": " ".join([Path(sys.executable).name, "bench/ocr_serving.py", *(argv if argv is not None else sys.argv[1:])]),
