@@ -7,7 +7,8 @@ library pieces rather than rewritten, plus what whole drawing sheets need:
   ``max_side_limit``; sides rounded to multiples of 32 px) and ImageNet mean/std normalisation
   (the PP-OCRv5 det ``inference.yml``);
 * large sheets (``ocrloop.ocr.tiling``): detection only on text regions (clusters of glyph-like
-  ink blobs found with OpenCV connected components once long lines are removed), cut into
+  ink blobs found with OpenCV connected components once long lines are removed; a region is the
+  box around its cluster's glyphs plus ``TileParams.region_pad`` text heights), cut into
   overlapping tiles when larger than ``TileParams.tile_px``, with the boxes of lines cut by tile
   borders merged; very large text is shrunk for detection;
 * text direction (``tiling.glyph_chains``): glyphs chained side by side are horizontal text, glyphs
@@ -20,7 +21,7 @@ library pieces rather than rewritten, plus what whole drawing sheets need:
 * detection post-processing: RapidOCR's ``DBPostProcess`` (DB, Liao et al. 2020: threshold →
   contours → min-area boxes → unclip with pyclipper → boxes clockwise from top-left, clipped);
 * reading order: RapidOCR's ``TextDetector.sorted_boxes`` (top-to-bottom, then left-to-right
-  within a 10 px row band);
+  within a 10 px row band) in the primary frame;
 * cropping from the full-resolution sheet: RapidOCR's ``get_rotate_crop_image`` (perspective-
   rectify each quadrilateral, rotate crops with height/width ≥ 1.5 by 90°), i.e. PaddleOCR's,
   except that a tall box holding a single glyph (``1``, ``6``) stays standing;
