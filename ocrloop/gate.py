@@ -12,7 +12,9 @@ The gate passes when the candidate
   ``gate_min_class_support`` occurrences in the set: every single character (a CTC class) and the
   script groups of ``char_group`` (digit, latin, cjk, symbol, other). Each such regression is
   reported by name, e.g. ``olddomain: '技' recall 100.0% → 80.0% (-20.0 pts, n=25)``, and
-* (when the job also fine-tuned detection: ``candidate.det`` and ``champion.det`` hold
+* (when the job fine-tuned detection and promoted it into the candidate — the job keeps the
+  champion's det when its own check fails, ``det.promoted`` False — and ``candidate.det`` and
+  ``champion.det`` hold
   ``ocrloop.model.det_eval`` results on the held-out drawings) loses at most
   ``gate_max_det_hmean_drop`` points of detection hmean and at most ``gate_max_det_read_drop``
   points of the share of held-out lines the engine reads exactly with the candidate det instead of
@@ -144,12 +146,19 @@ def decide(metrics: dict[str, Any], config: LoopConfig) -> GateDecision:
     if len(regressions) > MAX_REPORTED:
         reasons.append(f"{len(regressions) - MAX_REPORTED} more character classes regressed "
                        f"(ocrloop.gate.class_regressions lists them all)")
-    det_drop = det_hmean_drop(champ, cand)
+    det_info = metrics.get("det") or {}
+    if det_info.get("trained") and det_info.get("promoted") is False:
+        # the job kept the champion's det: nothing of the fine-tuned det ships, nothing to gate
+        det_drop = read_drop = None
+        reasons.append("det fine-tuned but not promoted (the candidate serves the champion's det): "
+                       + "; ".join(det_info.get("not_promoted_reasons") or []))
+    else:
+        det_drop = det_hmean_drop(champ, cand)
+        read_drop = det_read_drop(champ, cand)
     if det_drop is not None and det_drop > config.gate_max_det_hmean_drop:
         passed = False
         reasons.append(f"detection hmean {100 * champ['det']['hmean']:.2f}% → {100 * cand['det']['hmean']:.2f}% "
                        f"(-{det_drop:.2f} pts) > allowed {config.gate_max_det_hmean_drop:.2f}")
-    read_drop = det_read_drop(champ, cand)
     if read_drop is not None and read_drop > config.gate_max_det_read_drop:
         passed = False
         reasons.append(f"lines read with the candidate det {100 * champ['det']['read_line_acc']:.2f}% → "

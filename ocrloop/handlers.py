@@ -260,6 +260,7 @@ def start_training(rt: Runtime, version: str) -> dict[str, Any]:
         "seed": rt.config.seed, "freeze_bn": "true", "checkpoint_every": max(5, rt.config.max_steps // 4),
         "model_version": job, "parent_version": parent, "dataset_versions": json.dumps(versions_used),
         "det_steps": rt.config.det_steps if det_on else 0,
+        "gate_config": json.dumps({k: v for k, v in rt.config.to_dict().items() if k.startswith("gate_")}),
     }
     if det_on:
         hyper.update(det_batch_size=rt.config.det_batch_size, det_crop_px=rt.config.det_crop_px,
@@ -367,6 +368,7 @@ def _det_summary(metrics: dict[str, Any]) -> dict[str, Any]:
     det = metrics.get("det") or {}
     out: dict[str, Any] = {"trained": bool(det.get("trained")), "inherited": bool(det.get("inherited"))}
     if det.get("trained"):
+        out["promoted"] = bool(det.get("promoted", True))
         out["steps"] = (det.get("train") or {}).get("steps")
         for side in ("champion", "candidate"):
             res = (metrics.get(side) or {}).get("det") or {}

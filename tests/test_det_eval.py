@@ -95,6 +95,12 @@ def test_gate_rejects_a_det_that_reads_fewer_lines_despite_a_better_hmean():
     ok = decide(_metrics(0.60, 0.90, 0.95, 0.955), config)
     assert ok.passed and ok.det_read_drop_pts == pytest.approx(-0.5)
     assert decide(_metrics(0.60, 0.90, 0.95, 0.84), LoopConfig(gate_max_det_read_drop=20.0)).passed
+    # the job did not promote that det (the candidate ships the champion's): nothing to gate, reason kept
+    kept = _metrics(0.60, 0.90, 0.95, 0.84)
+    kept["det"] = {"trained": True, "promoted": False, "not_promoted_reasons": ["lines read 95.00% → 84.00%"]}
+    out = decide(kept, config)
+    assert out.passed and out.det_read_drop_pts is None and out.det_hmean_drop_pts is None
+    assert any(r.startswith("det fine-tuned but not promoted") and "84.00%" in r for r in out.reasons)
 
 
 @pytest.mark.parametrize("cand_hmean, approval", [(0.81, "Approved"), (0.70, "Rejected")])
@@ -103,7 +109,7 @@ def test_training_completed_gates_on_det_and_registers_det_metrics(rt, cand_hmea
     from ocrloop import events, handlers
 
     metrics = _metrics(0.80, cand_hmean, 0.9, 0.9)
-    metrics["det"] = {"trained": True, "train": {"steps": 8}}
+    metrics["det"] = {"trained": True, "promoted": True, "train": {"steps": 8}}
     rt.models.put("jobs/j1/metrics.json", json.dumps(metrics).encode())
     rt.models.put("jobs/j1/model_card.json", b"{}")
     describe = {"TrainingJobName": f"j1-{approval}", "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:1:training-job/j1-{approval}",
@@ -113,7 +119,7 @@ def test_training_completed_gates_on_det_and_registers_det_metrics(rt, cand_hmea
     assert out["approval"] == approval
     pkg = rt.registry.describe_model_package(out["model_package"])
     det = json.loads(pkg["CustomerMetadataProperties"]["ocrloop:det"])
-    assert det == {"trained": True, "inherited": False, "steps": 8, "champion_hmean": 0.80, "candidate_hmean": cand_hmean,
+    assert det == {"trained": True, "inherited": False, "promoted": True, "steps": 8, "champion_hmean": 0.80, "candidate_hmean": cand_hmean,
                    "champion_read_line_acc": 0.9, "candidate_read_line_acc": 0.9}
     gate = json.loads(pkg["CustomerMetadataProperties"]["ocrloop:gate"])
     assert gate["det_hmean_drop_pts"] == pytest.approx(100 * (0.80 - cand_hmean))

@@ -147,6 +147,52 @@ def test_a_rec_only_job_keeps_the_champion_det(tmp_path):
     assert (candidate / "det" / "model.onnx").read_bytes() == b"onnx"
 
 
+@pytest.mark.parametrize("champion_has_det", [False, True])
+def test_a_det_that_reads_fewer_lines_is_not_promoted(tmp_path, monkeypatch, champion_has_det):
+    """run_det_phase's promotion step (training, export and evaluation stubbed: their own tests
+    cover them): the fine-tuned det leaves the candidate, the champion's det (if any) replaces it."""
+    from ocrloop.model import det_train
+
+    monkeypatch.setattr(det_train, "load_det_for_training", lambda d: (None, "stock"))
+    monkeypatch.setattr(det_train, "train_det", lambda *a, **k: {"steps": 2, "final_loss": 1.0})
+
+    def fake_export(model, out, image):
+        out.mkdir(parents=True)
+        (out / "model.onnx").write_bytes(b"fine-tuned")
+        return {"max_abs_diff": 0.0}
+
+    monkeypatch.setattr(det_train, "export_det", fake_export)
+    results = {"champion": {"hmean": 0.6, "precision": 0.6, "recall": 0.6, "read_line_acc": 0.97},
+               "fine-tuned": {"hmean": 0.9, "precision": 0.9, "recall": 0.9, "read_line_acc": 0.84}}
+    monkeypatch.setattr(det_train, "evaluate_det",
+                        lambda onnx, rec, samples, load: results["fine-tuned" if "candidate" in str(onnx) else "champion"])
+    for name in ("train", "val"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "s.png").write_bytes(b"")
+        (tmp_path / name / "label.txt").write_text('s.png\t[{"transcription": "A", "points": [[0,0],[9,0],[9,9]]}]\n')
+    champion_det = None
+    if champion_has_det:
+        champion_det = tmp_path / "champion_det"
+        champion_det.mkdir()
+        (champion_det / "model.onnx").write_bytes(b"champion")
+    emitted = {}
+    out = det_train.run_det_phase(train_dir=tmp_path / "train", validation_dir=tmp_path / "val", champion_det=champion_det,
+                                  candidate_dir=tmp_path / "candidate", cfg=det_train.DetTrainConfig(steps=2),
+                                  load=lambda p: np.zeros((8, 8, 3), np.uint8), log=lambda m: None,
+                                  emit=emitted.__setitem__, gate_config={"gate_max_det_read_drop": 1.0})
+    assert out["trained"] and not out["promoted"] and emitted["det_promoted"] == 0.0
+    assert out["not_promoted_reasons"] == ["lines read 97.00% → 84.00% (-13.00 pts > 1.00)"]
+    det_dir = tmp_path / "candidate" / "det"
+    if champion_has_det:
+        assert (det_dir / "model.onnx").read_bytes() == b"champion"
+    else:
+        assert not det_dir.exists()  # serving falls back to the stock det, like the champion
+    from ocrloop.model.det_train import promotion_failures
+
+    assert promotion_failures(results["champion"], results["fine-tuned"], {"gate_max_det_read_drop": 20.0}) == []
+    assert promotion_failures(results["fine-tuned"], results["champion"], {})[0].startswith("det hmean 90.00% → 60.00%")
+
+
 @pytest.fixture(scope="module")
 def det_job(sheets, tmp_path_factory, base_model_dir):
     """The training entrypoint (subprocess, SageMaker contract) with det enabled for 3 steps."""
@@ -175,7 +221,7 @@ def test_training_job_fine_tunes_and_gates_detection(det_job, sheets, base_model
     assert cand["gt"] == champ["gt"] == held_lines and cand["images"] == 3
     assert champ["hmean"] > 0  # the stock det finds text on these sheets
     det = metrics["det"]
-    assert det["trained"] and det["source"] == "stock" and det["train"]["steps"] == 3
+    assert det["trained"] and det["promoted"] and det["source"] == "stock" and det["train"]["steps"] == 3
     assert len(det["train"]["losses"]) == 3 and all(np.isfinite(det["train"]["losses"]))
     assert det["export_check"]["max_abs_diff"] < 1e-3
     # the det artifact: training weights, Paddle inference model, ONNX

@@ -515,7 +515,8 @@ DET_VALIDATION_CHANNEL = "det_validation"
 
 def run_det_phase(*, train_dir: Path | None, validation_dir: Path | None, champion_det: Path | None,
                   candidate_dir: Path, cfg: DetTrainConfig, load: Callable[[Path], np.ndarray],
-                  log: Callable[[str], None], emit: Callable[[str, float], None]) -> dict[str, Any] | None:
+                  log: Callable[[str], None], emit: Callable[[str, float], None],
+                  gate_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The training job's detection phase, after the rec candidate has been exported to
     ``candidate_dir``.
 
@@ -527,8 +528,17 @@ def run_det_phase(*, train_dir: Path | None, validation_dir: Path | None, champi
     * otherwise: copy the champion's ``det/`` (if any) into the candidate so a rec-only job keeps
       the fine-tuned detector; no det metrics.
 
-    Returns ``{"trained", "source", "train", "export_check", "champion", "candidate"}`` (the last
-    two ``det_eval`` results) when det was trained, else ``{"trained": False, "inherited": bool}``.
+    Promotion: the fine-tuned det stays in the candidate only when it loses at most
+    ``gate_max_det_hmean_drop`` points of hmean and ``gate_max_det_read_drop`` points of lines read
+    (``ocrloop.config.LoopConfig`` fields from ``gate_config``) against the champion's det;
+    otherwise ``candidate_dir/det`` is replaced by the champion's det (removed when that is the
+    stock one), so a worse detector never ships and never blocks the rec improvements (the
+    registry gate still rejects a *promoted* det that regresses beyond its own thresholds).
+
+    Returns ``{"trained", "promoted", "not_promoted_reasons", "source", "train", "export_check",
+    "champion", "candidate", "sheets"}`` (``champion`` / ``candidate``: ``evaluate_det`` of the
+    champion's and the fine-tuned det) when det was trained, else ``{"trained": False,
+    "inherited": bool}``.
 
     Raises:
         DetInputError: det training requested with data but without a validation channel, or bad
@@ -568,6 +578,36 @@ def run_det_phase(*, train_dir: Path | None, validation_dir: Path | None, champi
             emit(f"{prefix}det_{key}", res[key])
     log(f"det hmean champion {champion['hmean']:.4f} → candidate {candidate['hmean']:.4f}; lines read "
         f"{champion['read_line_acc']:.4f} → {candidate['read_line_acc']:.4f} (both with the candidate rec)")
-    return {"trained": True, "source": source, "train": {**summary, **dataclasses.asdict(cfg)},
-            "export_check": check, "champion": champion, "candidate": candidate,
-            "sheets": {"train": len(train), "validation": len(validation)}}
+    reasons = promotion_failures(champion, candidate, gate_config or {})
+    emit("det_promoted", float(not reasons))
+    if reasons:
+        shutil.rmtree(out)
+        if champion_det is not None:
+            shutil.copytree(champion_det, out)
+        log("det not promoted (the candidate keeps the champion's det): " + "; ".join(reasons))
+    return {"trained": True, "promoted": not reasons, "not_promoted_reasons": reasons, "source": source,
+            "train": {**summary, **dataclasses.asdict(cfg)}, "export_check": check, "champion": champion,
+            "candidate": candidate, "sheets": {"train": len(train), "validation": len(validation)}}
+
+
+def promotion_failures(champion: dict[str, Any], candidate: dict[str, Any], gate_config: dict[str, Any]) -> list[str]:
+    """Why a fine-tuned det (``candidate``, ``evaluate_det`` result) must not replace the
+    champion's: hmean or lines-read drops (points) beyond the ``LoopConfig`` thresholds in
+    ``gate_config``; empty when it may be promoted.
+
+    Raises:
+        ValueError: unknown ``gate_config`` keys.
+    """
+    from ocrloop.config import LoopConfig
+
+    config = LoopConfig.from_mapping(gate_config)
+    out = []
+    hmean_drop = 100.0 * (champion["hmean"] - candidate["hmean"])
+    read_drop = 100.0 * (champion["read_line_acc"] - candidate["read_line_acc"])
+    if hmean_drop > config.gate_max_det_hmean_drop:
+        out.append(f"det hmean {100 * champion['hmean']:.2f}% → {100 * candidate['hmean']:.2f}% "
+                   f"(-{hmean_drop:.2f} pts > {config.gate_max_det_hmean_drop:.2f})")
+    if read_drop > config.gate_max_det_read_drop:
+        out.append(f"lines read {100 * champion['read_line_acc']:.2f}% → {100 * candidate['read_line_acc']:.2f}% "
+                   f"(-{read_drop:.2f} pts > {config.gate_max_det_read_drop:.2f})")
+    return out

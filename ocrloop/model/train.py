@@ -1202,7 +1202,8 @@ def _det_phase(paths: JobPaths, hp: Hyperparameters, champion_det: Path | None, 
     channel = {n: paths.channel(n) if paths.channel(n).is_dir() else None for n in (DET_TRAIN_CHANNEL, DET_VALIDATION_CHANNEL)}
     try:
         return run_det_phase(train_dir=channel[DET_TRAIN_CHANNEL], validation_dir=channel[DET_VALIDATION_CHANNEL],
-                             champion_det=champion_det, candidate_dir=paths.model, cfg=cfg, load=images, log=log, emit=emit)
+                             champion_det=champion_det, candidate_dir=paths.model, cfg=cfg, load=images, log=log, emit=emit,
+                             gate_config=hp.gate_config)
     except DetInputError as exc:
         raise InputError(str(exc)) from exc
 
