@@ -78,6 +78,7 @@ class Settings:
     head_lr_mult: float = 10.0
     warmup_steps: int = 10
     freeze: str = "backbone"  # (a)-(c); (d) trains everything
+    head_only_lr_mult: float = 30.0  # (e): the head is all that learns
     distill_alpha: float = 1.0
     distill_temperature: float = 2.0
     full_max_steps: int = 400  # (d)'s stated budget (and cosine schedule length), in steps
@@ -184,6 +185,44 @@ def summarize(name: str, m: dict) -> dict:
     }
 
 
+def rescore(model_dir: Path, channel: Path, batch: int = 16) -> dict:
+    """Score an exported model as it is served: ONNX Runtime on ``model.onnx``, crops sorted by
+    width and batched (``ocrloop.ocr.engine``'s width batching), greedy CTC decoding.
+
+    Returns line accuracy two ways: ``exact`` (our gate's metric: the string as labelled) and
+    ``ignore_space`` (PaddleOCR's ``RecMetric`` default, ppocr/metrics/rec_metric.py:
+    ``ignore_space=True`` removes spaces from prediction and label before comparing), each overall
+    and per ``kind`` (corpus / symbol), plus the lines read wrong (``errors``: label, text).
+    """
+    import cv2
+
+    from ocrloop.model.export import ort_session
+    from ocrloop.textline import ctc_greedy_decode, load_dict, make_batch
+
+    rows = read_rows(channel)
+    images = [cv2.imread(str(channel / r["image"])) for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: images[i].shape[1] / images[i].shape[0])
+    classes = load_dict(model_dir / "dict.txt")
+    sess = ort_session(model_dir / "model.onnx")
+    name = sess.get_inputs()[0].name
+    texts: list[str] = [""] * len(rows)
+    for s0 in range(0, len(order), batch):
+        idx = order[s0:s0 + batch]
+        probs = sess.run(None, {name: make_batch([images[i] for i in idx])})[0]
+        for i, (t, _) in zip(idx, ctc_greedy_decode(probs, classes)):
+            texts[i] = t
+    out: dict = {"n": len(rows), "errors": []}
+    kinds = sorted({r.get("kind", "all") for r in rows})
+    for how, norm in (("exact", lambda t: t), ("ignore_space", lambda t: t.replace(" ", ""))):
+        ok = [norm(t) == norm(r["text"]) for t, r in zip(texts, rows)]
+        out[how] = {"line_acc": sum(ok) / len(rows)}
+        for k in kinds:
+            sel = [o for o, r in zip(ok, rows) if r.get("kind", "all") == k]
+            out[how][k] = sum(sel) / len(sel)
+    out["errors"] = [(r["text"], t) for t, r in zip(texts, rows) if t != r["text"]]
+    return out
+
+
 def pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
@@ -208,7 +247,7 @@ def table(v0: dict, rows: list[dict], ratios: dict, bound: bool = False) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: small data, a few steps")
-    ap.add_argument("--runs", default="a,b,c,d", help="subset of runs (a,b,c,d); d needs c")
+    ap.add_argument("--runs", default="a,b,c,e,d", help="subset of runs (a,b,c,e,d); d needs c")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--work", type=Path, default=None, help="job folders (default <cache>/bench/continual-jobs)")
     ap.add_argument("--data-dir", type=Path, default=None,
@@ -259,10 +298,20 @@ def main(argv=None) -> int:
                                                  "sampler": "balanced", "replay_fraction": 0.3,
                                                  "distill_alpha": s.distill_alpha,
                                                  "distill_temperature": s.distill_temperature}),
+        # (e): (c) with the encoder (neck) frozen too: only the CTC head learns, so the old classes'
+        # features cannot drift and distillation constrains the head alone.
+        "e": ("(e) replay 7:3 + KD, head only", mixed_rows, {**common, "max_steps": s.steps, "freeze": "backbone_neck",
+                                                            "head_lr_mult": s.head_only_lr_mult,
+                                                            "sampler": "balanced", "replay_fraction": 0.3,
+                                                            "distill_alpha": s.distill_alpha,
+                                                            "distill_temperature": s.distill_temperature}),
     }
     results: dict[str, dict] = {}
-    champion_eval = None
-    for key in ("a", "b", "c"):
+    champion_eval = None  # the first run evaluates v0 on the test sets; later runs share it
+    if args.resume:
+        earlier = sorted(work.glob("run_*/checkpoints/champion_eval.json"))
+        champion_eval = earlier[0] if earlier else None
+    for key in ("a", "b", "c", "e"):
         if key not in runs:
             continue
         name, rows, hp = plans[key]
@@ -299,10 +348,10 @@ def main(argv=None) -> int:
     ratios = {}
     if "d" in results:
         d_cpu = results["d"]["summary"]["train_cpu_s"]
-        for key in ("b", "c"):
+        for key in ("b", "c", "e"):
             if key in results:
                 ratios[results[key]["name"]] = results[key]["summary"]["train_cpu_s"] / d_cpu
-    rows = [results[k]["summary"] for k in ("a", "b", "c", "d") if k in results]
+    rows = [results[k]["summary"] for k in ("a", "b", "c", "e", "d") if k in results]
     bound = "d" in results and not results["d"]["reached_target"]
     text = table(v0, rows, ratios, bound)
     if "d" in results:
@@ -312,6 +361,24 @@ def main(argv=None) -> int:
                  f"{d['budget_steps']} budgeted steps (evaluations: "
                  + ", ".join(f"step {h['step']}: {100 * h['line_acc']:.1f} %" for h in d["summary"]["eval_history"] or [])
                  + ")." + (" CPU ratios are upper bounds (≤)." if bound else ""))
+    # Served-model scores (ONNX Runtime, exact and PaddleOCR-RecMetric space-insensitive) for v0 and
+    # every run, on the same new-domain and old-domain test sets.
+    served = {}
+    models = {"v0": v0_dir} | {results[k]["name"]: work / f"run_{k}" / "model" for k in ("a", "b", "c", "e", "d") if k in results}
+    for name, model_dir in models.items():
+        served[name] = {"new": rescore(model_dir, ch["new_test"]), "old": rescore(model_dir, ch["old_test"])}
+    base = served["v0"]
+    lines = ["| run (served: ONNX Runtime) | new line acc exact / no-space | symbols exact / no-space | "
+             "old line acc exact / no-space | old drop exact / no-space (pts) |", "|" + "---|" * 5]
+    for name, sc in served.items():
+        n, o = sc["new"], sc["old"]
+        drop = [100 * (base["old"][h]["line_acc"] - o[h]["line_acc"]) for h in ("exact", "ignore_space")]
+        lines.append(f"| {name} | {pct(n['exact']['line_acc'])} / {pct(n['ignore_space']['line_acc'])} | "
+                     f"{pct(n['exact'].get('symbol'))} / {pct(n['ignore_space'].get('symbol'))} | "
+                     f"{pct(o['exact']['line_acc'])} / {pct(o['ignore_space']['line_acc'])} | "
+                     f"{drop[0]:+.2f} / {drop[1]:+.2f} |")
+    text += ("\n\nServed models (ONNX Runtime on the exported ``model.onnx``, width-batched), scored exactly "
+             "and the way PaddleOCR's ``RecMetric`` scores by default (spaces ignored):\n\n" + "\n".join(lines))
     print(text)
     out = {
         "mode": mode,
@@ -324,6 +391,7 @@ def main(argv=None) -> int:
             kk: r["metrics"][kk] for kk in ("candidate", "train", "gate", "chars", "export")}} for k, r in results.items()},
         "compute_ratio_vs_full": ratios,
         "compute_ratio_is_upper_bound": bound,
+        "served_scores": served,
         "bench_wall_s": round(time.perf_counter() - t_start, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
