@@ -21,6 +21,8 @@ contract in a child process, exported to Paddle inference + ONNX, candidate scor
   (``sampler=balanced``, 30 % of every batch is replay);
 * (c) ``replay_kd``: (b) + distillation from the frozen v0 on the replay samples (Hinton et al.
   2015; α, T below);
+* (e) ``replay_kd_head``: (c) with the encoder (neck) frozen as well, so only the CTC head
+  learns (head LR multiplier ``head_only_lr_mult``);
 * (d) ``full``: full retraining on old + new data (the whole pool + the new data, uniform epochs,
   every layer trainable, no distillation) from the same v0 weights, evaluated every
   ``full_eval_every`` steps on the new-domain test set and stopped as soon as its line accuracy
@@ -36,10 +38,15 @@ points, training compute (optimizer steps × batch = samples, training CPU secon
 own ``process_time`` accounting, evaluation excluded) and (b)/(c) compute as a share of (d)'s.
 The promotion gate's decision (``ocrloop.gate`` with default thresholds) is listed too.
 
+Every exported model (v0 and each run) is then scored as it is served (``rescore``: ONNX Runtime
+on ``model.onnx``, width-batched), exactly and with spaces ignored as PaddleOCR's ``RecMetric``
+does by default, with the lines it reads wrong listed in the JSON.
+
 Usage::
 
     .venv/bin/python bench/continual.py            # full run (≈60–90 min on 2 busy cores)
     .venv/bin/python bench/continual.py --quick    # smoke run (small data, few steps)
+    .venv/bin/python bench/continual.py --resume   # reuse finished runs, resume interrupted ones
 
 Writes ``bench/results/continual[_quick].json`` and ``.md``.
 """
