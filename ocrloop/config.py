@@ -146,6 +146,9 @@ class LoopConfig:
             GPU instance raise ``det_steps`` and use 640 px crops.
         det_label_pad: annotators' boxes are grown by this × their short side on each side before
             det training (glyph-tight boxes teach the detector to cut glyphs off the crops).
+            Measured on 12 unseen corpus sheets (602 lines; 30 steps × 2 × 640 px on 5 sheets):
+            pad 0 → hmean 60 → 94 % but lines read 97.2 → 83.9 %; 0.12 → 86 %, 95.2 %;
+            0.18 → 79 %, 96.7 %; 0.25 → 59 %, 96.3 %.
         auto_approve: register as Approved when the gate passes (else PendingManualApproval).
         canary_percent: share of traffic the green fleet takes during the canary step.
         canary_bake_s: baking period after the canary before full shift (seconds).
@@ -172,7 +175,7 @@ class LoopConfig:
     det_batch_size: int = 2
     det_crop_px: int = 320
     det_learning_rate: float = 1e-4
-    det_label_pad: float = 0.0
+    det_label_pad: float = 0.18
     auto_approve: bool = True
     canary_percent: int = 10
     canary_bake_s: float = 2.0

@@ -132,7 +132,8 @@ class Hyperparameters:
             warmup, BatchNorm statistics frozen.
         det_label_pad: label boxes grown by this × their short side on each side before the DB
             targets are made (``det_labels.pad_polygon``): glyph-tight boxes teach the detector to
-            cut descenders and punctuation off the recogniser's crops.
+            cut descenders and punctuation off the recogniser's crops (``LoopConfig.det_label_pad``
+            has the measurements behind the default).
     """
 
     max_steps: int = 60
@@ -170,7 +171,7 @@ class Hyperparameters:
     det_learning_rate: float = 1e-4
     det_warmup_steps: int = 2
     det_freeze_bn: bool = True
-    det_label_pad: float = 0.0
+    det_label_pad: float = 0.18
 
     @classmethod
     def from_sagemaker(cls, raw: dict[str, Any]) -> "Hyperparameters":
