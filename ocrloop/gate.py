@@ -106,11 +106,17 @@ def class_regressions(champion: dict[str, Any], candidate: dict[str, Any], confi
             if r["n"] < config.gate_min_class_support:
                 continue
             new = after.get(cls, {"recall": 0.0})["recall"]
-            drop = 100.0 * (r["recall"] - new)
+            drop = points(r["recall"], new)
             if drop > config.gate_max_class_recall_drop:
                 found.append({"set": split, "class": cls, "champion": r["recall"], "candidate": new,
                               "drop_pts": round(drop, 4), "n": r["n"]})
     return sorted(found, key=lambda g: -g["drop_pts"])
+
+
+def points(a: float, b: float) -> float:
+    """``a − b`` of two rates in [0, 1] as percentage points, rounded to 1e-6 so a threshold
+    compares the way it reads (1.0 − 0.99 is 1.0000000000000009 points in floating point)."""
+    return round(100.0 * (a - b), 6)
 
 
 def decide(metrics: dict[str, Any], config: LoopConfig) -> GateDecision:
@@ -120,9 +126,9 @@ def decide(metrics: dict[str, Any], config: LoopConfig) -> GateDecision:
         KeyError: a required metric is missing (the caller treats the job as failed).
     """
     champ, cand = metrics["champion"], metrics["candidate"]
-    new_gain = 100.0 * (cand["validation"]["line_acc"] - champ["validation"]["line_acc"])
-    new_char_gain = 100.0 * (cand["validation"]["char_acc"] - champ["validation"]["char_acc"])
-    old_drop = 100.0 * (champ["olddomain"]["line_acc"] - cand["olddomain"]["line_acc"])
+    new_gain = points(cand["validation"]["line_acc"], champ["validation"]["line_acc"])
+    new_char_gain = points(cand["validation"]["char_acc"], champ["validation"]["char_acc"])
+    old_drop = points(champ["olddomain"]["line_acc"], cand["olddomain"]["line_acc"])
     reasons = []
     passed = True
     if new_gain < config.gate_min_new_gain:
@@ -184,7 +190,7 @@ def det_read_drop(champion: dict[str, Any], candidate: dict[str, Any]) -> float 
     a, b = (champion.get("det") or {}), (candidate.get("det") or {})
     if not isinstance(a, dict) or not isinstance(b, dict) or "read_line_acc" not in a or "read_line_acc" not in b:
         return None
-    return 100.0 * (float(a["read_line_acc"]) - float(b["read_line_acc"]))
+    return points(float(a["read_line_acc"]), float(b["read_line_acc"]))
 
 
 def det_hmean_drop(champion: dict[str, Any], candidate: dict[str, Any]) -> float | None:
@@ -196,4 +202,4 @@ def det_hmean_drop(champion: dict[str, Any], candidate: dict[str, Any]) -> float
     """
     if not isinstance(champion.get("det"), dict) or not isinstance(candidate.get("det"), dict):
         return None
-    return 100.0 * (float(champion["det"]["hmean"]) - float(candidate["det"]["hmean"]))
+    return points(float(champion["det"]["hmean"]), float(candidate["det"]["hmean"]))

@@ -238,6 +238,9 @@ def test_gate_policy():
     d = gate.decide(m(0.5, 0.9, 0.7, 0.85), cfg)
     assert not d.passed and "old-domain" in d.reasons[0]
     assert not gate.decide(m(0.5, 0.9, 0.5, 0.9), cfg).passed
+    # a drop of exactly the allowed points passes (1.0 − 0.99 is 1.0000000000000009 in floats)
+    at_limit = gate.decide(m(0.5, 1.0, 0.7, 0.99), cfg)
+    assert at_limit.passed and at_limit.old_drop_pts == 1.0, at_limit.reasons
     with pytest.raises(KeyError):
         gate.decide({"champion": {}}, cfg)
 
