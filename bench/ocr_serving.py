@@ -38,7 +38,7 @@ blocks' wall times, and the JSON records the load average before each block.
 paddlex's ``ocr-core`` extra pins ``opencv-contrib-python==4.10.0.84``; installing it would replace
 the project's OpenCV 5 (the same ``cv2`` package) for everyone sharing the environment. paddlex only
 checks that a distribution of that name is installed, so this script answers that check with the
-installed ``cv2`` (``_allow_paddlex_with_installed_opencv``); PaddleOCR's code is not changed.
+installed ``cv2`` (``ocrloop.paddlex_compat``); PaddleOCR's code is not changed.
 
 Metrics per row: sheets/s (sheets ÷ wall time of the whole set, at the row's concurrency), p50/p95
 latency per sheet (s), and string recall: a labelled line counts when a predicted line covering at
@@ -378,27 +378,6 @@ class Runner:
     note: str = ""
 
 
-def _allow_paddlex_with_installed_opencv() -> None:
-    """Let paddlex's ``ocr-core`` dependency check accept the installed OpenCV (module doc).
-
-    paddlex.utils.deps asks ``importlib.metadata.version("opencv-contrib-python")``; this answers it
-    with ``cv2.__version__`` when that distribution is absent. Must run before paddlex is imported.
-    """
-    import cv2
-
-    real = importlib.metadata.version
-
-    def version(name: str) -> str:
-        if name == "opencv-contrib-python":
-            try:
-                return real(name)
-            except importlib.metadata.PackageNotFoundError:
-                return cv2.__version__
-        return real(name)
-
-    importlib.metadata.version = version
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -678,7 +657,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n_sheets = 3 if args.quick else args.sheets
 
-    _allow_paddlex_with_installed_opencv()
+    from ocrloop.paddlex_compat import accept_installed_opencv
+
+    accept_installed_opencv()
     import cv2
 
     from rapidocr.utils.typings import OCRVersion

@@ -165,24 +165,14 @@ import importlib.metadata, json, sys
 
 import cv2
 
-real = importlib.metadata.version
+from ocrloop.paddlex_compat import accept_installed_opencv
 
-
-def version(name):
-    if name == "opencv-contrib-python":
-        try:
-            return real(name)
-        except importlib.metadata.PackageNotFoundError:
-            return cv2.__version__
-    return real(name)
-
-
-importlib.metadata.version = version  # before paddlex is imported: it caches the answer
+accept_installed_opencv()  # before paddlex is imported: it caches the answer
 from paddleocr import TextRecognition
 
 rec = TextRecognition(model_name="PP-OCRv5_mobile_rec", model_dir=sys.argv[1], device="cpu", enable_mkldnn=False)
 images = [cv2.imread(p) for p in sys.argv[2:]]
-print(json.dumps({"paddleocr": real("paddleocr"),
+print(json.dumps({"paddleocr": importlib.metadata.version("paddleocr"),
                   "texts": [r["rec_text"] for r in rec.predict(images, batch_size=8)]}, ensure_ascii=False))
 """
 
@@ -191,10 +181,9 @@ def test_stock_paddleocr_loads_the_export_with_model_dir_and_reads_the_new_symbo
     """Stock ``paddleocr`` 3.x (``TextRecognition(model_dir=...)``: PaddleX's predictor with the
     artifact's ``inference.yml`` for pre-processing and the character dict) reads the new symbols.
 
-    Run in a fresh interpreter: paddlex's ``ocr-core`` check asks
-    ``importlib.metadata.version("opencv-contrib-python")`` when it is imported; we install
-    ``opencv-python-headless`` instead (scripts/uv-overrides.txt), so the question is answered
-    with the installed ``cv2.__version__`` before paddlex loads (as bench/ocr_serving.py does)."""
+    Run in a fresh interpreter, so ``ocrloop.paddlex_compat.accept_installed_opencv`` runs before
+    paddlex is imported (we install ``opencv-python-headless``, paddlex checks for
+    ``opencv-contrib-python`` by distribution name)."""
     import subprocess
     import sys
 

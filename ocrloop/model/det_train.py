@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .det_labels import IGNORE_TEXT, make_maps
+from .train import ImageCache
 
 DET_DIR = "det"
 DET_ONNX = "model.onnx"
@@ -214,26 +215,15 @@ def db_loss(pred: dict[str, Any], targets: dict[str, Any], alpha: float = ALPHA,
             "binary": l_binary}
 
 
-class ImageLoader:
-    """BGR uint8 sheets by path, decoded once (``cv2.imread``).
+class ImageLoader(ImageCache):
+    """BGR uint8 sheets by path, decoded once (``train.ImageCache``).
 
     Raises (on call):
         DetInputError: the file cannot be decoded.
     """
 
     def __init__(self) -> None:
-        self._cache: dict[Path, np.ndarray] = {}
-
-    def __call__(self, path: Path) -> np.ndarray:
-        img = self._cache.get(path)
-        if img is None:
-            import cv2
-
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if img is None or img.size == 0:
-                raise DetInputError(f"cannot decode image {path}")
-            self._cache[path] = img
-        return img
+        super().__init__(DetInputError)
 
 
 # --- model -----------------------------------------------------------------------------------

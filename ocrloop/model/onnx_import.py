@@ -323,9 +323,20 @@ def calibrate_fused_bn(model, x: np.ndarray) -> int:
     Returns:
         the number of BatchNorm layers recalibrated (28 for PP-OCRv5 mobile rec).
     """
+    bns = [slot.layer.conv_symmetric[0].normalization for slot in model_slots(model) if slot.kind == "rep_conv"]
+    return calibrate_bns(model, bns, x)
+
+
+def calibrate_bns(model, bns: list, x: np.ndarray, what: str = "bn") -> int:
+    """Recalibrate the BatchNorm layers ``bns`` of ``model`` on the input batch ``x`` (float32
+    ``[N, 3, H, W]``) keeping each one's eval-mode affine map (see ``calibrate_fused_bn``; shared
+    by rec and det, ``det_import.calibrate_det_fused_bn``). Returns ``len(bns)``.
+
+    Raises:
+        ValueError: a parameter shape does not match (``_set``).
+    """
     import paddle
 
-    bns = [slot.layer.conv_symmetric[0].normalization for slot in model_slots(model) if slot.kind == "rep_conv"]
     stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     hooks = []
     for i, bn in enumerate(bns):
@@ -352,5 +363,5 @@ def calibrate_fused_bn(model, x: np.ndarray) -> int:
         m0, v0 = bn._mean.numpy().astype(np.float64), bn._variance.numpy().astype(np.float64)
         a = g0 / np.sqrt(v0 + eps)
         c = b0 - a * m0
-        _set_bn(bn, a * np.sqrt(var + eps), c + a * mu, mu, var, f"calibrate bn #{i}")
+        _set_bn(bn, a * np.sqrt(var + eps), c + a * mu, mu, var, f"calibrate {what} #{i}")
     return len(bns)

@@ -352,10 +352,16 @@ def encode_samples(
 
 
 class ImageCache:
-    """Decoded BGR uint8 crops by path (line crops are small: ≈40 kB each)."""
+    """Decoded BGR uint8 images by path, each decoded once (``cv2.imread``); line crops are small
+    (≈40 kB each). The det trainer uses it for sheets with its own ``error`` class.
 
-    def __init__(self) -> None:
+    Raises (on call):
+        ``error`` (default ``InputError``): the file cannot be decoded.
+    """
+
+    def __init__(self, error: type[Exception] | None = None) -> None:
         self._cache: dict[Path, np.ndarray] = {}
+        self._error = error or InputError
 
     def __call__(self, path: Path) -> np.ndarray:
         img = self._cache.get(path)
@@ -364,7 +370,7 @@ class ImageCache:
 
             img = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if img is None or img.size == 0:
-                raise InputError(f"cannot decode image {path}")
+                raise self._error(f"cannot decode image {path}")
             self._cache[path] = img
         return img
 
