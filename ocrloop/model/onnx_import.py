@@ -161,14 +161,15 @@ class Slot:
     layer: Any
 
 
-def model_slots(model) -> list[Slot]:
-    """The ``RecModel`` parameter groups in the order ``forward`` runs them."""
-    slots: list[Slot] = []
-    enc = model.backbone.encoder
-    slots.append(Slot("conv_bn", "backbone.encoder.convolution", enc.convolution))
+def lcnet_slots(enc, stem_path: str, prefix: str) -> list[Slot]:
+    """The parameter groups of a paddlex PP-LCNetV3 encoder (``backbone.encoder``, rec and det
+    alike) in forward order: stem conv, then per layer depthwise rep conv, SE, pointwise rep conv.
+    A stride-2 rep layer has no activation (PP-LCNetV3); rec strides are tuples, so every rec
+    rep layer has one."""
+    slots = [Slot("conv_bn", stem_path, enc.convolution)]
     for si, stage in enumerate(enc.blocks):
         for li, layer in enumerate(stage.layers):
-            base = f"backbone.encoder.blocks.{si}.layers.{li}"
+            base = f"{prefix}.{si}.layers.{li}"
             for part in ("depthwise_convolution", "SE", "pointwise_convolution"):
                 if part == "SE":
                     se = layer.squeeze_excitation_module
@@ -179,7 +180,14 @@ def model_slots(model) -> list[Slot]:
                 rep = getattr(layer, part)
                 slots.append(Slot("rep_conv", f"{base}.{part}", rep))
                 slots.append(Slot("affine", f"{base}.{part}.lab", rep.lab))
-                slots.append(Slot("affine", f"{base}.{part}.act.lab", rep.act.lab))
+                if rep.stride != 2:
+                    slots.append(Slot("affine", f"{base}.{part}.act.lab", rep.act.lab))
+    return slots
+
+
+def model_slots(model) -> list[Slot]:
+    """The ``RecModel`` parameter groups in the order ``forward`` runs them."""
+    slots = lcnet_slots(model.backbone.encoder, "backbone.encoder.convolution", "backbone.encoder.blocks")
     neck = model.encoder
     slots.append(Slot("conv_bn", "encoder.conv_block.0", neck.conv_block[0]))
     slots.append(Slot("conv_bn", "encoder.conv_block.1", neck.conv_block[1]))
