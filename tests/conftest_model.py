@@ -80,3 +80,19 @@ def base_model(base_model_dir):
     from ocrloop.model.export import load_artifact
 
     return load_artifact(base_model_dir)
+
+
+def paddle_inference_probs(model_dir: Path, x):
+    """Softmax output float32 ``[N, T, C]`` of ``inference.json`` + ``inference.pdiparams`` in
+    ``model_dir`` on a plain Paddle Inference CPU predictor (independent of ``ocrloop.ocr``) for
+    ``x`` float32 ``[N, 3, 48, W]``."""
+    import paddle.inference as pi
+
+    config = pi.Config(str(model_dir / "inference.json"), str(model_dir / "inference.pdiparams"))
+    config.disable_gpu()
+    predictor = pi.create_predictor(config)
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(list(x.shape))
+    handle.copy_from_cpu(x)
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()

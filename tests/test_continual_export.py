@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest_model import base_model_dir, write_channel  # noqa: F401  (fixture)
+from conftest_model import base_model_dir, paddle_inference_probs, write_channel  # noqa: F401  (fixture)
 
 # v0's dict lacks ⌴ ⌵ ⌖ ◎ ⌒ entirely.
 ADDED = ["⌒", "⌖", "⌴", "⌵", "◎"]
@@ -135,7 +135,6 @@ def test_onnx_runtime_and_rapidocr_read_the_new_symbols(trained):
 
 
 def test_paddle_inference_model_reads_the_new_symbols(trained):
-    import paddle.inference as pi
     from paddlex.inference.models.text_recognition.processors import CTCLabelDecode
     from paddlex.inference.models.utils.model_config import load_model_config
 
@@ -146,15 +145,7 @@ def test_paddle_inference_model_reads_the_new_symbols(trained):
     cfg = load_model_config(model_dir)
     decode = CTCLabelDecode(character_list=cfg["PostProcess"]["character_dict"])
     assert set(ADDED) <= set(decode.character)
-    config = pi.Config(str(model_dir / "inference.json"), str(model_dir / "inference.pdiparams"))
-    config.disable_gpu()
-    predictor = pi.create_predictor(config)
-    x = make_batch([ln.image for ln in test])
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape(list(x.shape))
-    handle.copy_from_cpu(x)
-    predictor.run()
-    probs = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+    probs = paddle_inference_probs(model_dir, make_batch([ln.image for ln in test]))
     texts, _ = decode([probs])
     assert np.isfinite(probs).all()
     _assert_reads_new_symbols(texts, [ln.text for ln in test])

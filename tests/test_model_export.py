@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest_model import base_model, base_model_dir  # noqa: F401  (fixtures)
+from conftest_model import base_model, base_model_dir, paddle_inference_probs  # noqa: F401  (fixtures)
 
 LINES = ["⌀40 h6 ±0.008", "技术要求", "A-A SECTION", "2×45°"]
 
@@ -71,7 +71,6 @@ def test_onnx_carries_the_dict_in_metadata_rapidocr_style(exported):
 def test_paddle_inference_model_runs_with_paddlex_config(exported):
     """What paddleocr 3.x / paddlex do with ``model_dir``: read inference.yml, run the static
     ``inference.json``/``.pdiparams`` with Paddle Inference, decode with paddlex's CTCLabelDecode."""
-    import paddle.inference as pi
     from paddlex.inference.models.text_recognition.processors import CTCLabelDecode
     from paddlex.inference.models.utils.model_config import load_model_config
 
@@ -86,15 +85,8 @@ def test_paddle_inference_model_runs_with_paddlex_config(exported):
     decode = CTCLabelDecode(character_list=cfg["PostProcess"]["character_dict"])
     assert decode.character == classes
 
-    config = pi.Config(str(out / "inference.json"), str(out / "inference.pdiparams"))
-    config.disable_gpu()
-    predictor = pi.create_predictor(config)
     x = make_batch(images)
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape(list(x.shape))
-    handle.copy_from_cpu(x)
-    predictor.run()
-    probs = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+    probs = paddle_inference_probs(out, x)
     texts, _ = decode([probs])
     onnx_probs = ort_session(out / "model.onnx").run(None, {"x": x})[0]
     assert np.abs(probs - onnx_probs).max() <= 1e-4
