@@ -229,8 +229,9 @@ def start_training(rt: Runtime, version: str) -> dict[str, Any]:
             "S3DataType": "S3Prefix", "S3Uri": rt.datasets.uri(base), "S3DataDistributionType": "FullyReplicated"}},
             "InputMode": "File"})
     det_counts = {}
-    det_sets = {"det_train": _det_lines(rt, [v for v in versions if v <= version], "train"),
-                "det_validation": _det_lines(rt, [v for v in versions if v <= version], "holdout")}
+    det_versions = [v for v in versions if v <= version]
+    det_sets = {"det_train": _det_lines(rt, det_versions, "train"),
+                "det_validation": _det_lines(rt, det_versions, "holdout")}
     det_on = rt.config.det_steps > 0 and all(det_sets.values())
     for channel, lines in det_sets.items() if det_on else ():
         base = f"training/{job}/{channel}/"
