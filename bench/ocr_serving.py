@@ -660,7 +660,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ocrloop.paddlex_compat import accept_installed_opencv
 
     accept_installed_opencv()
-    import cv2
 
     from rapidocr.utils.typings import OCRVersion
 

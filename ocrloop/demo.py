@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import handlers
-from .config import LoopConfig, cache_dir
+from .config import LoopConfig
 from .manifest import output_manifest_line
 
 log = logging.getLogger("ocrloop.demo")
