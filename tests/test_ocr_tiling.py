@@ -161,6 +161,30 @@ def test_vertical_numbers_read_from_the_bottom(engine):
         assert sorted(norm(line.text) for line in engine.read(turned)) == want
 
 
+def test_small_two_digit_vertical_numbers_are_turned(engine):
+    """Two-digit vertical dimensions in small type get nearly square boxes, which
+    ``get_rotate_crop_image`` leaves lying (``20`` was read ``2``); their glyphs lie one above the
+    other, so the crop is turned and read upright."""
+    items = [("30", (160, 100), 14, 90), ("50", (240, 100), 14, 90), ("20", (320, 300), 14, 90),
+             ("45", (360, 200), 14, 90), ("LENGTH 1250", (80, 200), 14, 90), ("SCALE 1:50", (420, 80), 14, 0),
+             ("MATERIAL S355", (420, 200), 14, 0), ("REV B", (420, 440), 14, 0)]
+    page = render_page(items, size=(800, 560))
+    assert sorted(norm(line.text) for line in engine.read(page)) == sorted(norm(t) for t, *_ in items)
+
+
+def test_glyphs_run_across_tells_a_squat_column_from_a_row():
+    from ocrloop.ocr.engine import _glyphs_run_across
+
+    box = _rect(0, 0, 22, 24)  # clockwise from the crop's top-left: "along" is +x
+    column = np.array([[11.0, 6.0], [11.5, 17.0]])  # "3" above "0"
+    row = np.array([[6.0, 12.0], [16.0, 12.5]])
+    assert _glyphs_run_across(column, box) and not _glyphs_run_across(row, box)
+    assert not _glyphs_run_across(column[:1], box)  # one glyph: no direction
+    assert not _glyphs_run_across(column + 100, box)  # glyphs outside the box do not count
+    turned = np.array([[22, 0], [22, 24], [0, 24], [0, 0]], dtype=np.float32)  # the same box read downwards
+    assert _glyphs_run_across(row, turned) and not _glyphs_run_across(column, turned)
+
+
 def test_width_batching_reads_what_single_crops_read(engine):
     from ocrloop.model.lines import render_line
 

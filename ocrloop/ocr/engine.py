@@ -24,7 +24,8 @@ library pieces rather than rewritten, plus what whole drawing sheets need:
   within a 10 px row band) in the primary frame;
 * cropping from the full-resolution sheet: RapidOCR's ``get_rotate_crop_image`` (perspective-
   rectify each quadrilateral, rotate crops with height/width ≥ 1.5 by 90°), i.e. PaddleOCR's,
-  except that a tall box holding a single glyph (``1``, ``6``) stays standing;
+  except that a tall box holding a single glyph (``1``, ``6``) stays standing and a squat box whose
+  glyphs lie one above the other (a small ``30`` written upwards) is turned;
 * orientation (vertical dimension text reads bottom-to-top, a rotated scan is upside down): PP-OCR's
   0°/180° text-line classifier (``ch_ppocr_mobile_v2.0_cls``, shipped in the ``rapidocr`` wheel)
   scores every crop; horizontal and vertical crops each take their group's majority orientation,
@@ -755,6 +756,9 @@ class OcrEngine:
             if rotated[i] and _points_inside(centres, box) <= 1:  # one tall glyph ("1", "6"): leave it standing
                 crops[i] = np.ascontiguousarray(np.rot90(crops[i], -1))
                 rotated[i] = False
+            elif not rotated[i] and _glyphs_run_across(centres, box):  # a squat "30" written upwards
+                crops[i] = np.ascontiguousarray(np.rot90(crops[i]))  # as get_rotate_crop_image turns
+                rotated[i] = True
         plan = self._orientation_plan(crops, rotated, frames, getattr(self._local, "primary", "0"))
         t2 = time.perf_counter()
         inputs: list[np.ndarray] = []
@@ -810,15 +814,43 @@ def _greedy_non_overlapping(boxes: Sequence[np.ndarray], min_overlap: float = 0.
     return kept
 
 
-def _points_inside(points: np.ndarray, box: np.ndarray) -> int:
-    """How many of ``points`` ``[N, 2]`` lie inside the quadrilateral ``box`` ``[4, 2]``."""
+def _points_in(points: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The rows of ``points`` ``[N, 2]`` that lie inside the quadrilateral ``box`` ``[4, 2]``: ``[K, 2]``."""
     if len(points) == 0:
-        return 0
+        return np.zeros((0, 2), np.float64)
     x0, y0 = box.min(axis=0)
     x1, y1 = box.max(axis=0)
     near = points[(points[:, 0] >= x0) & (points[:, 0] <= x1) & (points[:, 1] >= y0) & (points[:, 1] <= y1)]
     contour = box.astype(np.float32).reshape(-1, 1, 2)
-    return sum(cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0 for x, y in near)
+    keep = [cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0 for x, y in near]
+    return np.asarray(near, dtype=np.float64)[np.asarray(keep, dtype=bool)].reshape(-1, 2)
+
+
+def _points_inside(points: np.ndarray, box: np.ndarray) -> int:
+    """How many of ``points`` ``[N, 2]`` lie inside the quadrilateral ``box`` ``[4, 2]``."""
+    return len(_points_in(points, box))
+
+
+def _glyphs_run_across(points: np.ndarray, box: np.ndarray, ratio: float = 1.5) -> bool:
+    """Whether ≥ 2 glyph centres ``points`` ``[N, 2]`` inside ``box`` (4 corners clockwise from
+    the crop's top-left) lie one above the other across the crop rather than along it: their
+    spread along ``box[3] - box[0]`` exceeds ``ratio`` × their spread along ``box[1] - box[0]``.
+
+    Two- and three-digit vertical dimensions at small sizes get nearly square boxes (the unclip
+    margin dominates), so ``get_rotate_crop_image``'s height/width ≥ 1.5 test leaves them lying
+    and the reader sees one sideways digit (``30`` read ``3``). Only boxes below that aspect ratio
+    are tested. On the 27 benchmark sheets this turned 3 crops, all vertical labels misread before.
+    """
+    along, across = box[1] - box[0], box[3] - box[0]
+    len_along, len_across = float(np.linalg.norm(along)), float(np.linalg.norm(across))
+    if len(points) < 2 or len_along < 1 or len_across < 1:
+        return False
+    pts = _points_in(points, box)
+    if len(pts) < 2:
+        return False
+    spread_along = float(np.ptp(pts @ (along / len_along)))
+    spread_across = float(np.ptp(pts @ (across / len_across)))
+    return spread_across > ratio * spread_along and spread_across > 0
 
 
 def _turned(image: np.ndarray, turns: int) -> np.ndarray:
