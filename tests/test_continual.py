@@ -343,7 +343,7 @@ def test_hyperparameters_for_continual_training():
     })
     assert (hp.freeze, hp.head_lr_mult, hp.sampler, hp.distill_alpha, hp.extend_dict) == ("backbone", 20.0, "balanced", 1.5, False)
     assert hp.gate_config == {"gate_max_old_drop": 0.5} and hp.new_chars == "⌀⌴"
-    for bad in ({"freeze": "all"}, {"sampler": "random"}, {"replay_fraction": "1.5"}, {"distill_temperature": "0"},
+    for bad in ({"freeze": "all"}, {"distill_rows": "some"}, {"sampler": "random"}, {"replay_fraction": "1.5"}, {"distill_temperature": "0"},
                 {"early_stopping_patience": "2"}, {"gate_config": '{"gate_nope": 1}'}, {"gate_config": "[1]"}):
         with pytest.raises(InputError):
             Hyperparameters.from_sagemaker(bad)
@@ -409,3 +409,80 @@ def test_old_domain_set_is_read_exactly_by_v0_and_disjoint_from_the_pool():
     assert [v0([ln.image])[0].strip() for ln in old] == [ln.text.strip() for ln in old]
     assert_disjoint(pool, old)
     assert {ln.text for ln in pool}.isdisjoint({ln.text for ln in old})
+
+
+def test_teacher_reuses_the_frozen_backbone_and_distils_all_rows(tmp_path, student, small_job, base_model_dir):
+    """With ``freeze="backbone"`` the teacher's logits from the student's backbone output equal a
+    full teacher forward (same frozen weights, eval mode), so one backbone pass serves both; a
+    backbone that differs from the teacher's turns the sharing off. ``distill_rows="all"``
+    distils the new rows too (Learning without Forgetting), which changes the distillation term."""
+    import paddle
+
+    from ocrloop.model.train import Hyperparameters, _same_weights, set_train_mode, train_steps
+    from ocrloop.textline import make_batch
+
+    data, images, classes, grown, teacher = small_job
+    hp = Hyperparameters(max_steps=1, batch_size=7, learning_rate=5e-5, warmup_steps=0, seed=5, freeze="backbone",
+                         head_lr_mult=5.0, distill_alpha=1.0, checkpoint_every=1)
+    model, opt, sched, index = _fresh(student, hp, len(grown), reload_from=base_model_dir)
+    set_train_mode(model, hp.freeze_bn, hp.freeze)
+    assert _same_weights(model.backbone, teacher.backbone)
+    x = paddle.to_tensor(make_batch([images(s.image) for s, _ in data], max_width=320))
+    with paddle.no_grad():
+        shared = teacher.logits_from_body(model.body_features(x)).numpy()
+        full = teacher(x).numpy()
+    np.testing.assert_allclose(shared, full, rtol=1e-5, atol=1e-6)
+
+    def three_steps(rows):
+        paddle.seed(5)
+        m, o, s, i = _fresh(student, hp, len(grown), reload_from=base_model_dir)
+        state = {"step": 0, "samples_seen": 0, "wall_s": 0.0, "cpu_s": 0.0, "last_loss": None}
+        return train_steps(m, o, s, data, images, dataclasses.replace(hp, distill_rows=rows, max_steps=3), state,
+                           None, teacher=teacher, old_index=i)["last_distill"]
+
+    # step 1 starts from the teacher's weights (KD = 0); by step 3 the student has moved
+    replay_only, all_rows = three_steps("replay"), three_steps("all")
+    assert replay_only > 1e-6 and all_rows > 1e-6 and abs(all_rows - replay_only) > 1e-3 * replay_only
+
+    # "known": replay rows plus new rows that only use the champion's characters: "⊥ 0.05 A" (the
+    # PP-OCRv5 dict has ⊥), not the lines with ⌴ ◎ ⌖
+    assert "⊥" in classes and not {"⌴", "◎", "⌖"} & set(classes)
+    known_rows = three_steps("known")
+    assert abs(known_rows - replay_only) > 1e-3 * replay_only and abs(known_rows - all_rows) > 1e-3 * all_rows
+
+    other = student[0]()
+    w = other.backbone.parameters()[0]
+    w.set_value(w.numpy() + 1e-3)
+    assert not _same_weights(other.backbone, teacher.backbone)
+
+
+def test_cached_backbone_features_train_like_the_full_forward(student, small_job, base_model_dir):
+    """``freeze="backbone"`` with ``FeatureCache(stage="body")``: the backbone runs once per crop
+    and the neck + head train on its cached output; the weights after 3 steps (with distillation)
+    equal those of a run that runs the backbone every step."""
+    import paddle
+
+    from ocrloop.model.continual import FeatureCache
+    from ocrloop.model.train import Hyperparameters, train_steps
+
+    data, images, classes, grown, teacher = small_job
+    hp = Hyperparameters(max_steps=3, batch_size=4, learning_rate=5e-5, warmup_steps=1, seed=5, freeze="backbone",
+                         head_lr_mult=5.0, sampler="balanced", replay_fraction=0.5, distill_alpha=1.0,
+                         distill_rows="all", checkpoint_every=10)
+    runs = []
+    for cached in (False, True):
+        paddle.seed(5)
+        model, opt, sched, index = _fresh(student, hp, len(grown), reload_from=base_model_dir)
+        features = FeatureCache(model, 320, stage="body") if cached else None
+        state = {"step": 0, "samples_seen": 0, "wall_s": 0.0, "cpu_s": 0.0, "last_loss": None}
+        state = train_steps(model, opt, sched, data, images, hp, state, None, teacher=teacher, old_index=index,
+                            features=features)
+        runs.append((state, {k: v.numpy().copy() for k, v in model.state_dict().items()}, features))
+    (plain, w_plain, _), (cached, w_cached, features) = runs
+    assert 0 < len(features) <= len(data)
+    assert cached["last_loss"] == pytest.approx(plain["last_loss"], rel=1e-4)
+    assert cached["last_distill"] == pytest.approx(plain["last_distill"], rel=1e-3)
+    for name, value in w_plain.items():
+        np.testing.assert_allclose(w_cached[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
+    with pytest.raises(ValueError):
+        FeatureCache(teacher, 320, stage="pixels")

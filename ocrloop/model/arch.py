@@ -150,10 +150,16 @@ class RecModel(nn.Layer):
         h = enc.conv_block[4](h)
         return h.squeeze(2).transpose([0, 2, 1])  # [N, T, hidden]
 
-    def forward(self, x):
-        feat = self.backbone(x)[-1]  # [N, 480, 3, W/4]
-        feat = F.avg_pool2d(feat, (3, 2))  # [N, 480, 1, W/8]
+    def body_features(self, x):
+        """Backbone output pooled to one row: float32 ``[N, 480, 1, W/8]`` for ``x`` ``[N, 3, 48, W]``."""
+        return F.avg_pool2d(self.backbone(x)[-1], (3, 2))  # [N, 480, 3, W/4] -> [N, 480, 1, W/8]
+
+    def logits_from_body(self, feat):
+        """The SVTR neck and CTC head on ``body_features`` output: logits float32 ``[N, W/8, C]``."""
         return self.head(self._encode(feat))
+
+    def forward(self, x):
+        return self.logits_from_body(self.body_features(x))
 
 
 class RecInferenceModel(nn.Layer):

@@ -149,16 +149,26 @@ def head_features(model, x):
 
 
 class FeatureCache:
-    """Neck outputs of crops at one fixed batch width, for ``freeze="backbone_neck"`` training
-    (the backbone and neck are frozen and in eval mode, so a crop's features never change).
+    """Frozen-layer outputs of crops at one fixed batch width: the pooled backbone output
+    (``stage="body"``, ``RecModel.body_features``: float32 ``[N, 480, 1, width/8]``) for
+    ``freeze="backbone"`` training, or the neck output (``stage="neck"``, ``head_features``:
+    float32 ``[N, T, hidden]``) for ``freeze="backbone_neck"``. Frozen layers stay in eval mode,
+    so a crop's features never change and each is computed once.
 
-    ``features(keys, images)`` returns float32 ``[N, T, hidden]`` (numpy); missing entries are
-    computed in batches of up to ``batch_size`` with ``ocrloop.textline.make_batch`` at ``width``
-    (every crop resized/padded to exactly ``width`` px, as training batches are).
+    ``features(keys, images)`` returns the stacked features (numpy); missing entries are computed
+    in batches of up to ``batch_size``, every crop resized/padded to exactly ``width`` px
+    (``ocrloop.textline.resize_norm``), as training batches are at ``max_width`` ≤ 320.
+
+    Raises:
+        ValueError: unknown ``stage``.
     """
 
-    def __init__(self, model, width: int, batch_size: int = 16):
-        self.model, self.width, self.batch_size = model, width, batch_size
+    STAGES = ("body", "neck")
+
+    def __init__(self, model, width: int, batch_size: int = 16, stage: str = "neck"):
+        if stage not in self.STAGES:
+            raise ValueError(f"stage must be one of {self.STAGES}, got {stage!r}")
+        self.model, self.width, self.batch_size, self.stage = model, width, batch_size, stage
         self._cache: dict[Any, np.ndarray] = {}
 
     def features(self, keys: Sequence[Any], images: Sequence[np.ndarray]) -> np.ndarray:
@@ -166,21 +176,21 @@ class FeatureCache:
 
         from ocrloop.textline import resize_norm
 
+        layers = [self.model.backbone] + ([self.model.encoder] if self.stage == "neck" else [])
         missing = [i for i, k in enumerate(keys) if k not in self._cache]
         for start in range(0, len(missing), self.batch_size):
             idx = missing[start : start + self.batch_size]
-            x = np.stack([resize_norm(images[i], self.width) for i in idx])
+            x = paddle.to_tensor(np.stack([resize_norm(images[i], self.width) for i in idx]))
             with paddle.no_grad():
-                was = [layer.training for layer in (self.model.backbone, self.model.encoder)]
-                self.model.backbone.eval()
-                self.model.encoder.eval()
+                was = [layer.training for layer in layers]
+                for layer in layers:
+                    layer.eval()
                 try:
-                    out = head_features(self.model, paddle.to_tensor(x)).numpy()
+                    out = (head_features(self.model, x) if self.stage == "neck" else self.model.body_features(x)).numpy()
                 finally:
-                    if was[0]:
-                        self.model.backbone.train()
-                    if was[1]:
-                        self.model.encoder.train()
+                    for layer, training in zip(layers, was):
+                        if training:
+                            layer.train()
             for j, i in enumerate(idx):
                 self._cache[keys[i]] = out[j]
         return np.stack([self._cache[k] for k in keys])

@@ -68,6 +68,7 @@ from .continual import DRAWING_SYMBOLS, FREEZE_CHOICES
 
 DEFAULT_ML_ROOT = "/opt/ml"
 SAMPLERS = ("epoch", "balanced")
+DISTILL_ROWS = ("replay", "known", "all")
 CHANNELS_EVAL = ("validation", "olddomain")
 KEEP_CHECKPOINTS = 2
 
@@ -101,8 +102,10 @@ class Hyperparameters:
         extend_dict: append characters of the training labels that the champion's dict lacks and
             grow the CTC head (``ocrloop.model.continual.grow_head``: old classes decode exactly as
             before); off → such samples are skipped as ``out_of_dict``.
-        freeze: ``none`` | ``backbone`` | ``backbone_neck`` (only the CTC head trains; its input
-            features are then computed once per crop, see ``continual.FeatureCache``).
+        freeze: ``none`` | ``backbone`` (the SVTR neck and CTC head train) | ``backbone_neck``
+            (only the CTC head trains). The frozen layers' output is computed once per crop
+            (``continual.FeatureCache``) when ``max_width`` ≤ 320 (every batch is then exactly
+            ``max_width`` wide).
         head_lr_mult: the CTC head's LR is ``learning_rate × head_lr_mult`` (new or never-emitted
             classes need a larger step on the head than the body tolerates).
         sampler: ``epoch`` (one seeded permutation of the manifest per epoch) or ``balanced``
@@ -110,8 +113,16 @@ class Hyperparameters:
             drawn character-balanced with exponent ``replay_balance``).
         replay_fraction / replay_balance: see ``sampler``; 0.3 is the loop's 7:3 mix.
         distill_alpha / distill_temperature: weight α and temperature T of the distillation term
-            from the frozen champion on replay samples (``continual.distillation_loss``; Hinton et
-            al. 2015); α = 0 turns it off.
+            from the frozen champion (``continual.distillation_loss``; Hinton et al. 2015); α = 0
+            turns it off.
+        distill_rows: ``replay`` (distil on the replay rows of each batch), ``known`` (replay
+            rows and new rows whose labels only use the champion's characters: where the teacher
+            can read) or ``all`` (every row, as Learning without Forgetting does: Li & Hoiem 2016,
+            arXiv:1606.09282). The teacher only scores the champion's classes; on rows with new
+            characters it pulls their positions toward old look-alikes (``⌀`` → ``0``), which
+            ``known`` avoids. With a frozen backbone the teacher reuses the student's backbone
+            features (both are the champion's frozen backbone in eval mode) and runs only its
+            neck and head.
         eval_every: evaluate the candidate (Paddle) on the ``validation`` channel every this many
             steps (0: never); needed by early stopping and ``target_line_acc``.
         eval_max_lines: in-training evaluations use this many validation lines (a seeded sample;
@@ -158,6 +169,7 @@ class Hyperparameters:
     replay_balance: float = 0.5
     distill_alpha: float = 0.0
     distill_temperature: float = 2.0
+    distill_rows: str = "replay"
     eval_every: int = 0
     eval_max_lines: int = 0
     early_stopping_patience: int = 0
@@ -232,6 +244,8 @@ class Hyperparameters:
             raise InputError("warmup_steps >= 0, 0 < learning_rate < 1 and max_width >= 16 required")
         if hp.freeze not in FREEZE_CHOICES:
             raise InputError(f"hyperparameter freeze must be one of {FREEZE_CHOICES}, got {hp.freeze!r}")
+        if hp.distill_rows not in DISTILL_ROWS:
+            raise InputError(f"hyperparameter distill_rows must be one of {DISTILL_ROWS}, got {hp.distill_rows!r}")
         if hp.sampler not in SAMPLERS:
             raise InputError(f"hyperparameter sampler must be one of {SAMPLERS}, got {hp.sampler!r}")
         for name in ("replay_fraction", "replay_balance", "target_line_acc"):
@@ -817,6 +831,12 @@ def _restore_best(model, ckpt_root: Path | None, memory: dict[str, Any]) -> bool
     return True
 
 
+def _same_weights(a, b) -> bool:
+    """Whether layers ``a`` and ``b`` have identical parameters and BatchNorm statistics."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
+
+
 def train_steps(
     model,
     optimizer,
@@ -837,9 +857,16 @@ def train_steps(
 
     Each step: a batch from ``make_sampler``; loss ``CTC`` on the whole batch plus, when
     ``teacher`` is given and ``hp.distill_alpha > 0``, ``α · continual.distillation_loss`` on its
-    replay rows (``origin != "new"``) against the frozen ``teacher`` (the champion, with its own
-    class list; ``old_index`` maps its classes into the model's). With ``features`` (a
-    ``continual.FeatureCache``, for ``freeze="backbone_neck"``) only ``model.head`` runs per step.
+    replay rows (``origin != "new"``; every row with ``hp.distill_rows == "all"``) against the
+    frozen ``teacher`` (the champion, with its own class list; ``old_index`` maps its classes into
+    the model's). With ``features`` (a ``continual.FeatureCache``) the frozen layers do not run
+    per step: ``stage="body"`` feeds ``model.logits_from_body``, ``stage="neck"`` ``model.head``.
+    With a frozen backbone whose weights equal the teacher's, the teacher runs only its neck and
+    head on the model's backbone output.
+
+    Raises:
+        FloatingPointError: a non-finite loss.
+        RuntimeError: ``features`` with a teacher whose backbone differs from the model's.
 
     Every ``hp.eval_every`` steps ``evaluate_fn(model)`` (→ ``{"line_acc", "char_acc", ...}`` on the
     holdout) drives early stopping (``hp.early_stopping_patience``) and ``hp.target_line_acc``; the
@@ -850,9 +877,6 @@ def train_steps(
     only), ``eval_cpu_s``, ``last_loss``, ``last_distill`` and ``early_stopping``; it is updated in
     place and returned. Everything that decides the next step is in ``state`` or the checkpoint, so
     a resumed run ends with the same weights as an uninterrupted one.
-
-    Raises:
-        FloatingPointError: a non-finite loss.
     """
     import paddle
 
@@ -864,6 +888,10 @@ def train_steps(
     distill = teacher is not None and hp.distill_alpha > 0
     if teacher is not None:
         teacher.eval()
+    share_body = distill and hp.freeze != "none" and _same_weights(model.backbone, teacher.backbone)
+    if distill and features is not None and not share_body:
+        raise RuntimeError("cached features need a teacher with the model's frozen backbone")
+    known = None if old_index is None else set(int(i) for i in old_index)  # the champion's classes
     es_on = evaluate_fn is not None and hp.eval_every > 0
     es = state.setdefault("early_stopping", {"best_score": None, "best_step": None, "bad_evals": 0, "history": []})
     es.setdefault("stopped", None)
@@ -874,24 +902,36 @@ def train_steps(
         batch = [data[i] for i in sampler.next(hp.batch_size)]
         crops = [images(s.image) for s, _ in batch]
         labels = [lab for _, lab in batch]
-        replay_rows = [i for i, (s, _) in enumerate(batch) if s.origin != "new"]
+        kd_rows = [i for i, (s, lab) in enumerate(batch) if s.origin != "new" or hp.distill_rows == "all"
+                   or (hp.distill_rows == "known" and (known is None or known.issuperset(lab)))]
+        body = None
         if features is not None:
             feats = paddle.to_tensor(features.features([s.image for s, _ in batch], crops))
-            logits = model.head(feats)
+            if features.stage == "body":
+                body = feats
+                logits = model.logits_from_body(body)
+            else:
+                logits = model.head(feats)
             width = features.width
         else:
             x = make_batch(crops, max_width=hp.max_width)
-            logits = model(paddle.to_tensor(x))
+            if share_body and hp.freeze == "backbone":
+                body = model.body_features(paddle.to_tensor(x))
+                logits = model.logits_from_body(body)
+            else:
+                logits = model(paddle.to_tensor(x))
             width = x.shape[3]
         loss = ctc_loss_from_logits(logits, labels)
         kd_value = None
-        if distill and replay_rows:
-            rows = paddle.to_tensor(np.array(replay_rows, dtype=np.int64))
+        if distill and kd_rows:
+            rows = paddle.to_tensor(np.array(kd_rows, dtype=np.int64))
             with paddle.no_grad():
-                if features is not None:  # frozen body == the champion's: only the heads differ
+                if body is not None:  # frozen backbone == the champion's: neck + head only
+                    t_logits = teacher.logits_from_body(paddle.index_select(body, rows, axis=0))
+                elif features is not None:  # frozen body and neck == the champion's: only the heads differ
                     t_logits = teacher.head(paddle.index_select(feats, rows, axis=0))
                 else:
-                    t_logits = teacher(paddle.to_tensor(x[replay_rows]))
+                    t_logits = teacher(paddle.to_tensor(x[kd_rows]))
             kd = distillation_loss(paddle.index_select(logits, rows, axis=0), t_logits, hp.distill_temperature, old_index)
             kd_value = float(kd)
             loss = loss + hp.distill_alpha * kd
@@ -1084,7 +1124,9 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         def evaluate_fn(m):
             return evaluate(lambda x: paddle_probs(m, x), holdout, classes, images, hp.eval_batch_size)
 
-    features = FeatureCache(model, hp.max_width) if hp.freeze == "backbone_neck" and hp.max_width <= 320 else None
+    features = None
+    if hp.freeze != "none" and hp.max_width <= 320:  # frozen layers in eval mode: their output per crop is fixed
+        features = FeatureCache(model, hp.max_width, stage="neck" if hp.freeze == "backbone_neck" else "body")
 
     optimizer, scheduler = make_optimizer(model, hp)
     state: dict[str, Any] = {"step": 0, "samples_seen": 0, "wall_s": 0.0, "cpu_s": 0.0, "last_loss": None,
