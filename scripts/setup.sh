@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything ocrloop needs on a fresh Debian machine with Python 3.11 (idempotent, fast when done):
-#   Debian fonts that draw Chinese and drawing symbols, a venv in .venv with the project and all extras,
+#   Debian fonts that draw Chinese and drawing symbols (WenQuanYi Micro Hei, osifont, Symbola), a venv in .venv with the project and all extras,
 #   and (for the CDK tests) the pinned CDK CLI in node_modules/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 fc-list 2>/dev/null | grep -qi "wenquanyi micro hei" || need_apt+=(fonts-wqy-microhei)
 fc-list 2>/dev/null | grep -qi "osifont" || need_apt+=(fonts-osifont)
+[ -f /usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf ] || need_apt+=(fonts-symbola)
 command -v fc-list >/dev/null || need_apt+=(fontconfig)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
