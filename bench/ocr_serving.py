@@ -48,6 +48,11 @@ split by text direction in the image (0°, +90° reading bottom-to-top, −90°,
 misses of horizontal and vertical lines are counted by cause (``miss_causes``: undetected, split,
 merged, confusable — case, ``x``/``×`` or spaces only — or misread).
 
+Direction pairs (ocrloop engine, ``direction_pairs``): every sheet is read a second time turned
+by 90°, so each labelled line is read once lying and once standing; the exact recall of the same
+lines both ways separates misses caused by the direction from misses that happen either way
+(``vertical_lines``: the same for the lines the *vert* column counts).
+
 Sweeps (ocrloop only, ``--sweeps``): recognition batch size × minimum padded width on corpus line
 crops (ms per crop, line accuracy), and thread settings (intra-op threads × workers) on a few sheets.
 
@@ -337,6 +342,50 @@ def miss_causes(texts: Sequence[dict], preds: Sequence[tuple[np.ndarray, str]], 
         else:
             out.append("misread")
     return out
+
+
+def direction_pairs(sheets: Sequence[Sheet], images: Sequence[np.ndarray], preds: Sequence, model_dir: Path) -> dict:
+    """The same lines read lying and standing: every sheet is read again turned clockwise by 90°
+    (``_rotate``, labels turned with it) by the ocrloop engine, so each label that lies (0°/180°)
+    in one view stands (±90°) in the other. ``preds``: the engine's readings of the sheets as
+    given. Returns exact recall of those lines standing and lying, the gap in points, and how many
+    are read only lying, only standing, or in neither view (misses that do not depend on the
+    text's direction), with the lines read only lying listed."""
+    from ocrloop.ocr.engine import OcrEngine
+
+    engine = OcrEngine(model_dir)
+    standing_hits, lying_hits, only_lying = [], [], []
+    from_vertical = []  # the benchmark's vertical lines: (read standing as given, read lying when turned)
+    for s, image, p in zip(sheets, images, preds):
+        turned, texts = _rotate(image, s.texts, 90)
+        p2 = [(np.asarray(line.polygon, dtype=np.float32), line.text) for line in engine.read(turned)]
+        h1, h2 = match_sheet(s.texts, p)["exact"], match_sheet(texts, p2)["exact"]
+        for t1, t2, a, b in zip(s.texts, texts, h1, h2):
+            d1, d2 = direction(t1["angle_deg"]), direction(t2["angle_deg"])
+            if d1 in ("90", "-90") and d2 in ("0", "180"):
+                stand, lie = a, b
+                from_vertical.append((a, b))
+            elif d1 in ("0", "180") and d2 in ("90", "-90"):
+                stand, lie = b, a
+            else:
+                continue
+            standing_hits.append(stand)
+            lying_hits.append(lie)
+            if lie and not stand:
+                only_lying.append({"sheet": s.sheet_id, "text": t1["text"]})
+    engine.close()
+    n = len(standing_hits)
+    st, ly = np.asarray(standing_hits, bool), np.asarray(lying_hits, bool)
+    return {"lines": n, "standing_recall": round(float(st.mean()), 4) if n else None,
+            "lying_recall": round(float(ly.mean()), 4) if n else None,
+            "gap_points": round(100 * float(ly.mean() - st.mean()), 2) if n else None,
+            "read_only_lying": int((ly & ~st).sum()), "read_only_standing": int((st & ~ly).sum()),
+            "read_in_neither": int((~ly & ~st).sum()), "only_lying_lines": only_lying,
+            # the lines the vertical-recall column counts, read standing (as given) and lying (the
+            # sheet turned): equal recalls mean their misses come from the lines, not the direction
+            "vertical_lines": {"lines": len(from_vertical),
+                               "standing_recall": round(float(np.mean([a for a, _ in from_vertical])), 4) if from_vertical else None,
+                               "lying_recall": round(float(np.mean([b for _, b in from_vertical])), 4) if from_vertical else None}}
 
 
 def summarize(sheets: Sequence[Sheet], hits: Sequence[dict[str, list[bool]]]) -> dict:
@@ -738,6 +787,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"recall exact {summary['recall_exact']:.3f} / ⌀ {summary['recall_diameter']:.3f} / no-space {summary['recall_nospace']:.3f}",
               flush=True)
 
+    pairs = None
+    if "engine" in rows:
+        print("direction pairs (every sheet read again turned by 90°):", flush=True)
+        pairs = direction_pairs(sheets, images, rows["engine"]["preds"], model_dir)
+        print(f"  {pairs['lines']} lines: standing {pairs['standing_recall']:.3f}, lying {pairs['lying_recall']:.3f} "
+              f"(gap {pairs['gap_points']:+.2f} pts); read only lying {pairs['read_only_lying']}, only standing "
+              f"{pairs['read_only_standing']}, neither {pairs['read_in_neither']}; the {pairs['vertical_lines']['lines']} "
+              f"vertical lines: standing {pairs['vertical_lines']['standing_recall']:.3f}, lying "
+              f"{pairs['vertical_lines']['lying_recall']:.3f}", flush=True)
+
     sweeps = {}
     if not args.no_sweeps:
         print("sweeps:", flush=True)
@@ -779,7 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sheets": {"count": len(sheets), "lines": sum(len(s.texts) for s in sheets),
                    "list": [{"id": s.sheet_id, "size": [s.width, s.height], "dpi": s.dpi, "rotation": s.rotation,
                              "source": s.member, "lines": len(s.texts)} for s in sheets]},
-        "rows": results, "ratios": ratios, "sweeps": sweeps,
+        "rows": results, "ratios": ratios, "direction_pairs": pairs, "sweeps": sweeps,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

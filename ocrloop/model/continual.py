@@ -173,9 +173,10 @@ class FeatureCache:
 
     STAGES = ("body", "neck")
     ENGINES = ("paddle", "onnxruntime")
-    ORT_TOLERANCE = 1e-4
-    """Max abs difference / max abs activation allowed between ONNX Runtime and Paddle (PP-LCNetV3
-    body: 2.8e-4 on activations up to 50, i.e. 6e-6, measured)."""
+    ORT_TOLERANCE = 1e-3
+    """Max abs difference / max abs activation allowed between ONNX Runtime and Paddle. Measured on
+    the PP-LCNetV3 body: 6e-6 on random input, 7.5e-5 on real line crops (bench/continual.py jobs);
+    an export that maps a layer wrongly differs by 1e-1 or more."""
 
     def __init__(self, model, width: int, batch_size: int = 16, stage: str = "neck", engine: str = "paddle"):
         if stage not in self.STAGES:
@@ -497,7 +498,9 @@ class TeacherTargets:
     ``__call__(body)`` → ``(p_t, neg_entropy)`` numpy; ``mask`` is the student mask (or ``None``).
     """
 
-    TOLERANCE = 1e-4
+    TOLERANCE = 1e-3
+    """Max abs difference of ``p_t`` (and of ``Σ p log p`` / 100) allowed against Paddle: 3.2e-5
+    measured on real line crops (bench/continual.py run (c))."""
 
     def __init__(self, teacher, old_index: np.ndarray | None, n_new: int, temperature: float, width: int = 320):
         self.teacher, self.n_new, self.temperature, self.width = teacher, n_new, temperature, width
