@@ -191,6 +191,12 @@ def test_labeling_completed_builds_version_and_starts_one_training_job(rt):
     hp = req["HyperParameters"]
     assert all(isinstance(v, str) for v in hp.values()) and hp["parent_version"] == "v0"
     assert hp["det_steps"] == str(rt.config.det_steps) and int(hp["det_steps"]) > 0
+    # the continual-learning recipe of the loop config, in a form the training job accepts
+    from ocrloop.model.train import Hyperparameters
+
+    parsed = Hyperparameters.from_sagemaker(hp)
+    assert (parsed.freeze, parsed.sampler, parsed.distill_rows) == (rt.config.freeze, "balanced", rt.config.distill_rows)
+    assert parsed.replay_fraction == pytest.approx(0.3) and parsed.distill_alpha == rt.config.distill_alpha > 0
     # det channels: the sheets (copied) and PaddleOCR det labels, split by drawing like rec
     job_name = req["TrainingJobName"]
     det_held = {line.split("\t", 1)[0] for line in rt.datasets.get(f"versions/{version}/det/holdout.txt").decode().splitlines()}
