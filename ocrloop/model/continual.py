@@ -211,24 +211,13 @@ class FeatureCache:
         """Export the frozen stage to ONNX, open an ONNX Runtime session and check it on ``x``
         against Paddle; returns the features of ``x`` from the engine kept (so every feature of
         a run, resumed or not, comes from the same engine)."""
-        import tempfile
         import time
-
-        import paddle
-
-        from .export import ort_session, paddle_to_onnx
 
         t0 = time.perf_counter()
         ref = self._paddle(x)
         modes = [(layer, layer.training) for layer in self.model.sublayers(include_self=True)]
-        wrapper = _FrozenStage(self.model, self.stage)
         try:
-            with tempfile.TemporaryDirectory(prefix="ocrloop-frozen-") as tmp:
-                wrapper.eval()
-                spec = [paddle.static.InputSpec([None, 3, 48, self.width], "float32", "x")]
-                paddle.jit.save(wrapper, f"{tmp}/frozen", input_spec=spec)
-                paddle_to_onnx(f"{tmp}/frozen.json", f"{tmp}/frozen.pdiparams", f"{tmp}/frozen.onnx", None)
-                session = ort_session(f"{tmp}/frozen.onnx")
+            session = _ort_export(_frozen_stage(self.model, self.stage), [None, 3, 48, self.width])
             out = session.run(None, {session.get_inputs()[0].name: x})[0]
             diff = float(np.abs(out - ref).max()) / max(float(np.abs(ref).max()), 1e-6)
         except Exception as exc:  # noqa: BLE001 - any export failure: stay on Paddle, say why
@@ -269,24 +258,38 @@ class FeatureCache:
         return len(self._cache)
 
 
-def _frozen_stage_class():
+def _ort_export(layer, input_shape: list) -> Any:
+    """An ONNX Runtime session of ``layer`` (a ``paddle.nn.Layer`` whose ``forward`` takes one
+    float32 input of ``input_shape``, ``None`` for dynamic sides): ``paddle.jit.save`` (eval mode)
+    → paddle2onnx (``export.paddle_to_onnx``, as the model artifact's ONNX) in a scratch folder.
+    The caller restores train/eval modes. Raises whatever the export raises."""
+    import tempfile
+
+    import paddle
+
+    from .export import ort_session, paddle_to_onnx
+
+    layer.eval()
+    with tempfile.TemporaryDirectory(prefix="ocrloop-ort-") as tmp:
+        paddle.jit.save(layer, f"{tmp}/m", input_spec=[paddle.static.InputSpec(input_shape, "float32", "x")])
+        paddle_to_onnx(f"{tmp}/m.json", f"{tmp}/m.pdiparams", f"{tmp}/m.onnx", None)
+        return ort_session(f"{tmp}/m.onnx")
+
+
+def _frozen_stage(model, stage: str):
+    """Export wrapper (built on use: paddle is imported lazily): ``x`` float32 ``[N, 3, 48, W]`` →
+    ``body_features`` (``stage="body"``) or ``head_features`` (``"neck"``)."""
     import paddle
 
     class FrozenStage(paddle.nn.Layer):
-        """Export wrapper: ``x`` float32 ``[N, 3, 48, W]`` → ``body_features`` or ``head_features``."""
-
-        def __init__(self, model, stage: str):
+        def __init__(self):
             super().__init__()
-            self.model, self.stage = model, stage
+            self.model = model
 
         def forward(self, x):
-            return head_features(self.model, x) if self.stage == "neck" else self.model.body_features(x)
+            return head_features(self.model, x) if stage == "neck" else self.model.body_features(x)
 
-    return FrozenStage
-
-
-def _FrozenStage(model, stage: str):  # noqa: N802 - builds the paddle Layer lazily (paddle imported on use)
-    return _frozen_stage_class()(model, stage)
+    return FrozenStage()
 
 
 # --- replay sampler --------------------------------------------------------------------------------
@@ -502,8 +505,8 @@ class TeacherTargets:
     """Max abs difference of ``p_t`` (and of ``Σ p log p`` / 100) allowed against Paddle: 3.2e-5
     measured on real line crops (bench/continual.py run (c))."""
 
-    def __init__(self, teacher, old_index: np.ndarray | None, n_new: int, temperature: float, width: int = 320):
-        self.teacher, self.n_new, self.temperature, self.width = teacher, n_new, temperature, width
+    def __init__(self, teacher, old_index: np.ndarray | None, n_new: int, temperature: float):
+        self.teacher, self.n_new, self.temperature = teacher, n_new, temperature
         n_old = teacher.head.weight.shape[1]
         self.index = np.arange(n_old, dtype=np.int64) if old_index is None else np.asarray(old_index, dtype=np.int64)
         same = n_new == n_old and np.array_equal(self.index, np.arange(n_new))
@@ -521,12 +524,7 @@ class TeacherTargets:
         return p_t.numpy(), neg.numpy()
 
     def _export(self, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import tempfile
         import time
-
-        import paddle
-
-        from .export import ort_session, paddle_to_onnx
 
         t0 = time.perf_counter()
         ref = self._paddle(body)
@@ -536,13 +534,8 @@ class TeacherTargets:
             n_old = len(self.index)
             if not np.array_equal(self.index, old_class_index(n_old, self.n_new)):
                 raise ValueError("only old_class_index's layout is exported")
-            wrapper = _teacher_targets_layer()(self.teacher, self.index, self.n_new, self.temperature)
-            wrapper.eval()
-            with tempfile.TemporaryDirectory(prefix="ocrloop-teacher-") as tmp:
-                spec = [paddle.static.InputSpec([None, body.shape[1], 1, body.shape[3]], "float32", "body")]
-                paddle.jit.save(wrapper, f"{tmp}/teacher", input_spec=spec)
-                paddle_to_onnx(f"{tmp}/teacher.json", f"{tmp}/teacher.pdiparams", f"{tmp}/teacher.onnx", None)
-                session = ort_session(f"{tmp}/teacher.onnx")
+            layer = _teacher_targets_layer(self.teacher, self.index, self.n_new, self.temperature)
+            session = _ort_export(layer, [None, body.shape[1], 1, body.shape[3]])
             out = session.run(None, {session.get_inputs()[0].name: body})
             diff = max(float(np.abs(out[0] - ref[0]).max()), float(np.abs(out[1] - ref[1]).max()) / 100.0)
         except Exception as exc:  # noqa: BLE001 - any export failure: stay on Paddle, say why
@@ -566,29 +559,28 @@ class TeacherTargets:
         return self._paddle(body)
 
 
-def _teacher_targets_layer():
+def _teacher_targets_layer(teacher, index: np.ndarray, n_new: int, temperature: float):
+    """Export wrapper (built on use): body ``[N, 480, 1, W/8]`` → ``soft_targets``' ``(p_t
+    [N, T, C_new], Σ p log p [N, T])`` for ``old_class_index``'s layout."""
     import paddle
     import paddle.nn.functional as F
 
+    grown = n_new != len(index)
+
     class TeacherTargetsLayer(paddle.nn.Layer):
-        """Export wrapper: body ``[N, 480, 1, W/8]`` → ``(p_t [N, T, C_new], Σ p log p [N, T])``."""
-
-        def __init__(self, teacher, index: np.ndarray, n_new: int, temperature: float):
+        def __init__(self):
             super().__init__()
-            self.teacher, self.temperature = teacher, float(temperature)
-            n_old = len(index)
-            self.head_n, self.added = n_old - 1, n_new - n_old
+            self.teacher = teacher
 
-        def forward(self, body):
-            t = self.teacher.logits_from_body(body) / self.temperature
-            if self.added > 0:  # old_class_index's layout: the new classes go before the space class
-                filler = paddle.zeros_like(t[:, :, : self.added]) + _MASKED
-                t = paddle.concat([t[:, :, : self.head_n], filler, t[:, :, self.head_n :]], axis=-1)
+        def forward(self, x):
+            t = self.teacher.logits_from_body(x) / temperature
+            if grown:
+                t = _grown_layout(t, len(index), n_new)
             p = F.softmax(t, axis=-1)
             neg = (p * t).sum(axis=-1) - paddle.logsumexp(t, axis=-1)
             return p, neg
 
-    return TeacherTargetsLayer
+    return TeacherTargetsLayer()
 
 
 _MASKED = -1e4
@@ -602,14 +594,23 @@ def _to_layout(t, index: np.ndarray, n_new: int):
     import paddle
 
     n_old = len(index)
+    if np.array_equal(index, old_class_index(n_old, n_new)):
+        return _grown_layout(t, n_old, n_new)
     shape = list(t.shape[:-1])
-    head = n_old - 1
-    if np.array_equal(index[:head], np.arange(head)) and index[-1] == n_new - 1:
-        parts = [t[..., :head], paddle.full(shape + [n_new - n_old], _MASKED, dtype=t.dtype), t[..., head:]]
-        return paddle.concat([p for p in parts if p.shape[-1] > 0], axis=-1)
     flat = t.reshape([-1, n_old]).transpose([1, 0])  # [C_old, N*T]
     out = paddle.scatter(paddle.full([n_new, flat.shape[1]], _MASKED, dtype=t.dtype), paddle.to_tensor(index), flat)
     return out.transpose([1, 0]).reshape(shape + [n_new])
+
+
+def _grown_layout(t, n_old: int, n_new: int):
+    """``old_class_index``'s layout: ``[blank, *dict, *new (_MASKED), space]``; slices and a concat
+    only, so it also runs in an exported graph with a dynamic batch."""
+    import paddle
+
+    if n_new == n_old:
+        return t
+    filler = paddle.zeros_like(t[..., : n_new - n_old]) + _MASKED
+    return paddle.concat([t[..., : n_old - 1], filler, t[..., n_old - 1 :]], axis=-1)
 
 
 # --- metrics ---------------------------------------------------------------------------------------

@@ -29,10 +29,6 @@ import numpy as np
 
 DATA_VERSION = 3
 """Bump when the content of ``build_continual_data`` changes (cache key)."""
-_USUAL_FONTS = sorted(["Symbola_hint.ttf", "osifont.ttf", "STIXGeneral.ttf", "DejaVuSans.ttf", "DejaVuSans-Bold.ttf",
-                       "DejaVuSans-Oblique.ttf", "DejaVuSansMono.ttf", "DejaVuSerif.ttf", "wqy-microhei.ttc"])
-"""The symbol fonts ``scripts/setup.sh`` installs (``symbols.candidate_fonts``): data built with
-exactly these keeps the key it has always had."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,13 +289,14 @@ def build_continual_data(root: str | Path, sizes: DataSizes = DataSizes(), seed:
     Raises:
         LeakError: a split unit on both sides (never expected; checked before writing).
     """
-    from .symbols import candidate_fonts
+    from . import symbols
 
     # the symbol lines depend on the fonts present (a machine without Symbola draws them in other
-    # fonts): the font set is part of the key, so such data never passes for the usual one
-    fonts = sorted(f.name for f in candidate_fonts())
+    # fonts): a font set other than the full one (what scripts/setup.sh installs) is part of the
+    # key, so such data never passes for the usual one, which keeps the key it has always had
+    fonts = sorted(f.name for f in symbols.candidate_fonts())
     key = json.dumps({"v": DATA_VERSION, "seed": seed, **dataclasses.asdict(sizes)}, sort_keys=True)
-    if fonts != _USUAL_FONTS:
+    if fonts != sorted(f.name for f in symbols.all_candidate_fonts()):
         key += json.dumps(fonts)
     out = Path(root) / hashlib.sha256(key.encode()).hexdigest()[:12]
     names = ("new_train", "pool", "new_test", "old_test")

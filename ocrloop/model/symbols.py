@@ -55,13 +55,17 @@ class SymbolLine:
     frame: bool
 
 
-def candidate_fonts() -> list[Path]:
-    """The symbol-capable font files present on this machine (see the module doc)."""
+def all_candidate_fonts() -> list[Path]:
+    """Every symbol-capable font file this module looks for, present or not (see the module doc)."""
     import matplotlib
 
     ttf = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    paths = [SYMBOLA, OSIFONT, *(ttf / f for f in MPL_FONTS), WQY_MICROHEI]
-    return [p for p in paths if p.is_file()]
+    return [SYMBOLA, OSIFONT, *(ttf / f for f in MPL_FONTS), WQY_MICROHEI]
+
+
+def candidate_fonts() -> list[Path]:
+    """The symbol-capable font files present on this machine (see the module doc)."""
+    return [p for p in all_candidate_fonts() if p.is_file()]
 
 
 @functools.lru_cache(maxsize=None)

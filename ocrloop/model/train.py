@@ -944,7 +944,7 @@ def train_steps(
             if targets is None and features is not None and features.stage == "body" and features.engine == "onnxruntime":
                 # cached body features on ONNX Runtime: the teacher's targets come from ONNX Runtime too
                 targets = TeacherTargets(teacher, old_index, logits.shape[-1], hp.distill_temperature)
-            if targets is not None and features is not None:
+            if targets is not None:  # made only with cached features: feats_np holds this batch's
                 p_t, neg_entropy = targets(feats_np[kd_rows])
                 kd = distillation_from_targets(student_rows, p_t, neg_entropy, hp.distill_temperature, targets.mask)
             else:
