@@ -23,7 +23,8 @@ gradient would disturb the pretrained probability branch.
 
 Artifact: ``<model version>/det/`` holds ``det.pdparams`` (training weights, threshold branch
 included), ``inference.json`` + ``inference.pdiparams`` + ``inference.yml`` (``paddle.jit.save``
-of the probability branch, PaddleOCR det inference model contract) and ``model.onnx``
+of the probability branch in deploy form, ``ocrloop.model.deploy``; PaddleOCR det inference model
+contract) and ``model.onnx``
 (paddle2onnx; what ``OcrEngine(det_model_path=…)`` serves). Evaluation runs the serving engine's
 detection (``OcrEngine.detect``: tiling, DB post-processing, rotated pass) with the candidate's
 and the champion's det ONNX and scores it with ``ocrloop.model.det_eval``.
@@ -384,6 +385,7 @@ def export_det(model, out_dir: str | Path, check_image: np.ndarray | None = None
     import paddle
     import yaml
 
+    from .deploy import fuse_for_inference
     from .det_arch import DetInferenceModel
     from .export import ort_session, paddle_to_onnx
 
@@ -391,7 +393,7 @@ def export_det(model, out_dir: str | Path, check_image: np.ndarray | None = None
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
     paddle.save(model.state_dict(), str(out / DET_PARAMS))
-    wrapper = DetInferenceModel(model)
+    wrapper = DetInferenceModel(fuse_for_inference(model))  # deploy form: re-parameterised convs
     wrapper.eval()
     paddle.jit.save(wrapper, str(out / "inference"), input_spec=[paddle.static.InputSpec([None, 3, None, None], "float32", "x")])
     (out / "inference.yml").write_text(yaml.safe_dump(inference_yml(), sort_keys=False), encoding="utf-8")

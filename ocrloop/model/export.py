@@ -3,7 +3,7 @@
 A folder holds:
 
 * ``inference.json`` + ``inference.pdiparams`` — ``paddle.jit.save`` of ``RecInferenceModel``
-  (input ``x`` float32 ``[N, 3, 48, W]``, dynamic N and W; output softmax ``[N, W/8, C]``);
+  around the deploy form of the network (re-parameterised convs, ``ocrloop.model.deploy``) (input ``x`` float32 ``[N, 3, 48, W]``, dynamic N and W; output softmax ``[N, W/8, C]``);
 * ``inference.yml`` — PaddleOCR 3.x / paddlex config (``Global.model_name: PP-OCRv5_mobile_rec``,
   ``PreProcess`` and ``PostProcess: {name: CTCLabelDecode, character_dict: [...]}``), so stock
   ``paddleocr.TextRecognition(model_dir=...)`` (paddlex ``create_predictor``) loads the folder;
@@ -38,7 +38,7 @@ ARTIFACT_FILES = (
 )
 """Every file a complete model version folder holds."""
 
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2
 """Version of this folder layout, recorded in every model card (``artifact_format``); bump it when
 the layout changes so cached folders (the v0 model) are rebuilt."""
 PADDLEX_MODEL_NAME = "PP-OCRv5_mobile_rec"
@@ -82,21 +82,18 @@ def inference_yml(classes: Sequence[str], height: int = 48, width: int = 320) ->
 
 
 def jit_save(model, prefix: str | Path) -> None:
-    """``paddle.jit.save`` the softmax export wrapper of ``model`` (a ``RecModel``) to
-    ``prefix.json`` / ``prefix.pdiparams`` with input ``x`` float32 ``[-1, 3, 48, -1]``."""
+    """``paddle.jit.save`` the softmax export wrapper of ``model`` (a ``RecModel``), in deploy form
+    (re-parameterised, ``ocrloop.model.deploy.fuse_for_inference``), to ``prefix.json`` /
+    ``prefix.pdiparams`` with input ``x`` float32 ``[-1, 3, 48, -1]``. ``model`` is not changed."""
     import paddle
 
     from .arch import RecInferenceModel
+    from .deploy import fuse_for_inference
 
-    was_training = model.training
-    wrapper = RecInferenceModel(model)
+    wrapper = RecInferenceModel(fuse_for_inference(model))
     wrapper.eval()
-    try:
-        spec = [paddle.static.InputSpec([None, 3, 48, None], "float32", "x")]
-        paddle.jit.save(wrapper, str(prefix), input_spec=spec)
-    finally:
-        if was_training:
-            model.train()
+    spec = [paddle.static.InputSpec([None, 3, 48, None], "float32", "x")]
+    paddle.jit.save(wrapper, str(prefix), input_spec=spec)
 
 
 def paddle_to_onnx(json_path: str | Path, params_path: str | Path, out_path: str | Path,
