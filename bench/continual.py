@@ -46,7 +46,8 @@ The promotion gate's decision (``ocrloop.gate`` with default thresholds) is list
 
 Every exported model (v0 and each run) is then scored as it is served (``rescore``: ONNX Runtime
 on ``model.onnx``, width-batched), exactly and with spaces ignored as PaddleOCR's ``RecMetric``
-does by default, with the lines it reads wrong listed in the JSON.
+does by default, with the lines it reads wrong listed in the JSON; on the new- and old-domain test
+sets and on a fresh symbol test set (``fresh_symbol_channel``) that no setting was chosen on.
 
 Usage::
 
@@ -244,6 +245,34 @@ def rescore(model_dir: Path, channel: Path, batch: int = 16) -> dict:
     return out
 
 
+FRESH_SYMBOL_SEED = 2026
+"""Seed of the fresh symbol test set (``fresh_symbol_channel``); never used for any choice."""
+
+
+def fresh_symbol_channel(data_dir: Path, n: int, seed: int = FRESH_SYMBOL_SEED) -> Path:
+    """A second symbol test set, drawn after every setting was chosen: ``n`` symbol strings from
+    ``symbols.symbol_texts`` with another seed, none of them in the data set's ``new_train`` or
+    ``new_test``, rendered once each (own font / size / frame draws). The settings of (a)–(d) were
+    compared on ``new_test``, so its symbol score is what they were picked on; this one is not.
+    Cached as ``<data_dir>/symbol_fresh_<seed>_<n>``.
+
+    Raises:
+        RuntimeError: fewer than ``n`` unused strings in ``4 n + 1000`` draws.
+    """
+    from ocrloop.model.datasets import Line, write_channel
+    from ocrloop.model.symbols import render_symbol_lines, symbol_texts
+
+    out = data_dir / f"symbol_fresh_{seed}_{n}"
+    if (out / "manifest.jsonl").is_file() and len(read_rows(out)) == n:
+        return out
+    used = {r["text"] for name in ("new_train", "new_test") for r in read_rows(data_dir / name)}
+    texts = [t for t in symbol_texts(4 * n + 1000, seed) if t not in used][:n]
+    if len(texts) < n:
+        raise RuntimeError(f"only {len(texts)} unused symbol strings for a fresh set of {n}")
+    lines = [Line(s.image, s.text, "symbol", s.text) for s in render_symbol_lines(texts, seed + 1, 1)]
+    return write_channel(out, lines, "new")
+
+
 def pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
@@ -279,6 +308,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a Settings field for this invocation (e.g. --set head_lr_mult=3); "
                          "the overrides are recorded in the JSON")
+    ap.add_argument("--fresh-symbols", type=int, default=1000,
+                    help="lines in the fresh symbol test set scored after training (fresh_symbol_channel)")
     args = ap.parse_args(argv)
 
     from ocrloop.config import cache_dir
@@ -411,20 +442,27 @@ def main(argv=None) -> int:
     # every run, on the same new-domain and old-domain test sets.
     served = {}
     models = {"v0": v0_dir} | {results[k]["name"]: work / f"run_{k}" / "model" for k in ("a", "b", "c", "e", "d") if k in results}
+    fresh = fresh_symbol_channel(Path(data["dir"]), 100 if args.quick else args.fresh_symbols)
     for name, model_dir in models.items():
-        served[name] = {"new": rescore(model_dir, ch["new_test"]), "old": rescore(model_dir, ch["old_test"])}
+        served[name] = {"new": rescore(model_dir, ch["new_test"]), "old": rescore(model_dir, ch["old_test"]),
+                        "fresh_symbols": rescore(model_dir, fresh)}
     base = served["v0"]
+    n_fresh = served["v0"]["fresh_symbols"]["n"]
     lines = ["| run (served: ONNX Runtime) | new line acc exact / no-space | symbols exact / no-space | "
-             "old line acc exact / no-space | old drop exact / no-space (pts) |", "|" + "---|" * 5]
+             f"fresh symbols ({n_fresh}) exact / no-space | "
+             "old line acc exact / no-space | old drop exact / no-space (pts) |", "|" + "---|" * 6]
     for name, sc in served.items():
-        n, o = sc["new"], sc["old"]
+        n, o, f = sc["new"], sc["old"], sc["fresh_symbols"]
         drop = [100 * (base["old"][h]["line_acc"] - o[h]["line_acc"]) for h in ("exact", "ignore_space")]
         lines.append(f"| {name} | {pct(n['exact']['line_acc'])} / {pct(n['ignore_space']['line_acc'])} | "
                      f"{pct(n['exact'].get('symbol'))} / {pct(n['ignore_space'].get('symbol'))} | "
+                     f"{pct(f['exact']['line_acc'])} / {pct(f['ignore_space']['line_acc'])} | "
                      f"{pct(o['exact']['line_acc'])} / {pct(o['ignore_space']['line_acc'])} | "
                      f"{drop[0]:+.2f} / {drop[1]:+.2f} |")
     text += ("\n\nServed models (ONNX Runtime on the exported ``model.onnx``, width-batched), scored exactly "
-             "and the way PaddleOCR's ``RecMetric`` scores by default (spaces ignored):\n\n" + "\n".join(lines))
+             "and the way PaddleOCR's ``RecMetric`` scores by default (spaces ignored); *fresh symbols*: "
+             f"{n_fresh} symbol lines drawn after the settings were chosen (``fresh_symbol_channel``):\n\n"
+             + "\n".join(lines))
     print(text)
     out = {
         "mode": mode,
