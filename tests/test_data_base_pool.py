@@ -58,8 +58,10 @@ def test_text_comes_from_the_named_source(lines):
         if ln.lang == "latin":
             assert all(word in flat for word in ln.text.split()), (ln.text, ln.source)
         else:
-            # every run of Chinese characters of the line occurs in the file
-            assert all(run in raw for run in re.findall(r"[\u4e00-\u9fff]+", ln.text)), (ln.text, ln.source)
+            # every run of Chinese characters of the line occurs in the file once roff font changes
+            # (``\fB``, ``\fP``: markup inside a run, e.g. manpath.1 ``中的\fB搜索路径\fP一节以``) are removed
+            text = re.sub(r"\\f(\(..|\[[^\]]*\]|.)", "", raw) if path.suffix == ".gz" else raw
+            assert all(run in text for run in re.findall(r"[\u4e00-\u9fff]+", ln.text)), (ln.text, ln.source)
 
 
 def test_filter_keeps_only_exact_reads(lines):

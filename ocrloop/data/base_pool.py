@@ -5,7 +5,8 @@ within 40 steps), so training mixes in lines like the ones the base model was tr
 rendered here with Pillow from real prose that ships on this machine (nothing is invented):
 
 * Latin: license texts and package descriptions (``METADATA`` bodies) of the installed Python
-  distributions (``importlib.metadata``), duplicates removed.
+  distributions (``importlib.metadata``), duplicates removed; not ocrloop's own (its description
+  is this project's README, which changes with every edit).
 * Chinese: the Chinese prompt texts in ``paddlex``'s pipeline configs (PyPI ``paddlex``), GnuPG's
   Simplified-Chinese online help (Debian ``gnupg-l10n``: ``/usr/share/gnupg/help.zh_CN.txt``) and
   the Simplified-Chinese manual pages (Debian ``man-db``/``passwd``: ``/usr/share/man/zh_CN``),
@@ -41,7 +42,7 @@ WQY_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 """WenQuanYi Micro Hei (Debian ``fonts-wqy-microhei``), covers CJK and Latin."""
 ZH_DOC_FILES = (Path("/usr/share/gnupg/help.zh_CN.txt"),)
 ZH_MAN_DIR = Path("/usr/share/man/zh_CN")
-POOL_VERSION = 2
+POOL_VERSION = 3
 
 _CJK = r"\u4e00-\u9fff"
 _ZH_KEEP = re.compile(rf"[{_CJK}0-9A-Za-z，、：；“”‘’（）《》 .%+\-/]+")
@@ -95,7 +96,11 @@ def text_pool() -> dict[str, list[tuple[str, str]]]:
                 return {k: [tuple(x) for x in v] for k, v in data["lines"].items()}  # type: ignore[misc]
         except (OSError, ValueError, KeyError) as exc:
             logger.warning("rebuilding base text pool: %s", exc)
-    rng = np.random.default_rng(0)  # fixed: the pool must not depend on the caller's seed
+    # One RNG per document, seeded by its text: the pool does not depend on the caller's seed, and
+    # a document added, removed or edited changes only its own lines, not every later one.
+    def doc_rng(text: str) -> np.random.Generator:
+        return np.random.default_rng(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little"))
+
     latin: list[tuple[str, str]] = []
     seen_docs: set[str] = set()
     for p in latin_files:
@@ -104,11 +109,11 @@ def text_pool() -> dict[str, list[tuple[str, str]]]:
         if not text or digest in seen_docs:
             continue
         seen_docs.add(digest)
-        latin.extend((line, str(p)) for line in _cut_latin(text, rng))
+        latin.extend((line, str(p)) for line in _cut_latin(text, doc_rng(text)))
     zh: list[tuple[str, str]] = []
     for p in zh_files:
         text = _read_zh(p)
-        zh.extend((line, str(p)) for line in _cut_zh(text, rng))
+        zh.extend((line, str(p)) for line in _cut_zh(text, doc_rng(text)))
     latin = _dedupe(latin)
     zh = _dedupe(zh)
     if not latin or not zh:
@@ -138,6 +143,8 @@ def _latin_sources() -> list[Path]:
 
     files: set[Path] = set()
     for dist in metadata.distributions():
+        if (dist.metadata["Name"] or "").lower() == "ocrloop":
+            continue  # our README: it changes with every edit, so the pool would too
         for f in dist.files or []:
             name = f.name.upper()
             parts = [p.upper() for p in f.parts]
