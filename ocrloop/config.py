@@ -110,6 +110,14 @@ def event_patterns(
     }
 
 
+FREEZE_CHOICES = ("none", "backbone", "backbone_neck")
+"""Training job ``freeze`` choices (``ocrloop.model.continual``, ``ocrloop.model.train``)."""
+DISTILL_ROWS = ("replay", "known", "all")
+"""Training job ``distill_rows`` choices (``ocrloop.model.train.Hyperparameters``). Defined here,
+in the core config, so a bad ``LoopConfig`` value is refused when the config is read, not when a
+training job starts; the training code imports them from here."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LoopConfig:
     """Tunable behaviour of the loop; identical defaults on AWS and locally.
@@ -199,11 +207,8 @@ class LoopConfig:
     canary_bake_s: float = 2.0
     labeling_batch_size: int = 8
 
-    FREEZE_CHOICES = ("none", "backbone", "backbone_neck")
-    DISTILL_ROWS = ("replay", "known", "all")
-    """The training job's choices (``ocrloop.model.continual.FREEZE_CHOICES``,
-    ``ocrloop.model.train.DISTILL_ROWS``; a test keeps them equal): checked here so a bad value is
-    refused when the config is read, not when a training job starts."""
+    FREEZE_CHOICES = FREEZE_CHOICES
+    DISTILL_ROWS = DISTILL_ROWS
 
     def __post_init__(self) -> None:
         if self.freeze not in self.FREEZE_CHOICES:

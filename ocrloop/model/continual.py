@@ -40,12 +40,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ocrloop.config import FREEZE_CHOICES  # one list for the loop config and the training job
+
 DRAWING_SYMBOLS = "⌀⌴⌵↧⌖⏥⌭⊥∥◎⌒"
 """GD&T and hole-callout symbols (ASME Y14.5 / ISO 1101): diameter, counterbore, countersink,
 depth, position, flatness, cylindricity, perpendicularity, parallelism, concentricity, profile of a
 line. PP-OCRv5's dict holds ⌀ ↧ ⏥ ⌭ ⊥ ∥ (v0 never outputs most of them); ⌴ ⌵ ⌖ ◎ ⌒ are missing."""
 
-FREEZE_CHOICES = ("none", "backbone", "backbone_neck")
 NEW_CLASS_MARGIN = 10.0
 """A new class's initial logit is the blank's minus this (see the module doc)."""
 

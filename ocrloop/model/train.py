@@ -64,12 +64,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .continual import DRAWING_SYMBOLS, FREEZE_CHOICES
+from ocrloop.config import DISTILL_ROWS, FREEZE_CHOICES
+
+from .continual import DRAWING_SYMBOLS
 
 DEFAULT_ML_ROOT = "/opt/ml"
 SAMPLERS = ("epoch", "balanced")
 FROZEN_ENGINES = ("auto", "paddle", "onnxruntime")
-DISTILL_ROWS = ("replay", "known", "all")
 CHANNELS_EVAL = ("validation", "olddomain")
 KEEP_CHECKPOINTS = 2
 
