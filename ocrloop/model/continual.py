@@ -212,30 +212,16 @@ class FeatureCache:
         """Export the frozen stage to ONNX, open an ONNX Runtime session and check it on ``x``
         against Paddle; returns the features of ``x`` from the engine kept (so every feature of
         a run, resumed or not, comes from the same engine)."""
-        import time
+        def rel_diff(out: list, ref: np.ndarray) -> float:
+            return float(np.abs(out[0] - ref).max()) / max(float(np.abs(ref).max()), 1e-6)
 
-        t0 = time.perf_counter()
-        ref = self._paddle(x)
-        modes = [(layer, layer.training) for layer in self.model.sublayers(include_self=True)]
-        try:
-            session = _ort_export(_frozen_stage(self.model, self.stage), [None, 3, 48, self.width])
-            out = session.run(None, {session.get_inputs()[0].name: x})[0]
-            diff = float(np.abs(out - ref).max()) / max(float(np.abs(ref).max()), 1e-6)
-        except Exception as exc:  # noqa: BLE001 - any export failure: stay on Paddle, say why
-            session, diff = None, None
-            self.report["fallback"] = f"export failed: {type(exc).__name__}: {exc}"[:300]
-        finally:
-            for layer, training in modes:
-                layer.training = training
-        self.report.update(export_s=round(time.perf_counter() - t0, 2), check_rel_diff=diff)
-        if session is not None and diff is not None and diff <= self.ORT_TOLERANCE:
-            self._session = session
-            self.report["engine"] = self.engine
-            return out
-        self.engine = "paddle"
-        self.report.setdefault("fallback", f"ONNX Runtime differs from Paddle by {diff} (relative)")
+        self._session, out = _checked_ort_export(
+            lambda: _frozen_stage(self.model, self.stage), [None, 3, 48, self.width], x, lambda: self._paddle(x),
+            rel_diff, self.ORT_TOLERANCE, self.report, "check_rel_diff", "(relative)")
+        if self._session is None:
+            self.engine = "paddle"
         self.report["engine"] = self.engine
-        return ref
+        return out if self._session is None else out[0]
 
     def _compute(self, x: np.ndarray) -> np.ndarray:
         if self.engine == "onnxruntime":
@@ -261,20 +247,54 @@ class FeatureCache:
 
 def _ort_export(layer, input_shape: list) -> Any:
     """An ONNX Runtime session of ``layer`` (a ``paddle.nn.Layer`` whose ``forward`` takes one
-    float32 input of ``input_shape``, ``None`` for dynamic sides): ``paddle.jit.save`` (eval mode)
-    → paddle2onnx (``export.paddle_to_onnx``, as the model artifact's ONNX) in a scratch folder.
-    The caller restores train/eval modes. Raises whatever the export raises."""
+    float32 input of ``input_shape``, ``None`` for dynamic sides): ``paddle.jit.save`` (eval mode;
+    every sublayer's train/eval mode is restored afterwards) → paddle2onnx
+    (``export.paddle_to_onnx``, as the model artifact's ONNX) in a scratch folder. Raises whatever
+    the export raises."""
     import tempfile
 
     import paddle
 
     from .export import ort_session, paddle_to_onnx
 
+    modes = [(sub, sub.training) for sub in layer.sublayers(include_self=True)]
     layer.eval()
-    with tempfile.TemporaryDirectory(prefix="ocrloop-ort-") as tmp:
-        paddle.jit.save(layer, f"{tmp}/m", input_spec=[paddle.static.InputSpec(input_shape, "float32", "x")])
-        paddle_to_onnx(f"{tmp}/m.json", f"{tmp}/m.pdiparams", f"{tmp}/m.onnx", None)
-        return ort_session(f"{tmp}/m.onnx")
+    try:
+        with tempfile.TemporaryDirectory(prefix="ocrloop-ort-") as tmp:
+            paddle.jit.save(layer, f"{tmp}/m", input_spec=[paddle.static.InputSpec(input_shape, "float32", "x")])
+            paddle_to_onnx(f"{tmp}/m.json", f"{tmp}/m.pdiparams", f"{tmp}/m.onnx", None)
+            return ort_session(f"{tmp}/m.onnx")
+    finally:
+        for sub, training in modes:
+            sub.training = training
+
+
+def _checked_ort_export(build, input_shape: list, x: np.ndarray, reference, diff, tolerance: float,
+                        report: dict, diff_key: str, diff_unit: str = "") -> tuple[Any, Any]:
+    """Export ``build()`` to ONNX Runtime (``_ort_export``) and check it on ``x`` against Paddle.
+
+    ``reference()`` gives Paddle's result for ``x``; ``diff(outputs, reference)`` the difference
+    that must be ≤ ``tolerance``. ``report`` gets ``export_s``, ``diff_key`` (the difference, or
+    None) and, when Paddle is kept, ``fallback`` (why). Returns ``(session, session outputs)`` when
+    the export reproduces Paddle, else ``(None, Paddle's result)``; never raises for an export
+    failure (the caller stays on Paddle)."""
+    import time
+
+    t0 = time.perf_counter()
+    ref = reference()
+    session, out, value = None, None, None
+    try:
+        session = _ort_export(build(), input_shape)
+        out = session.run(None, {session.get_inputs()[0].name: x})
+        value = diff(out, ref)
+    except Exception as exc:  # noqa: BLE001 - any export failure: stay on Paddle, say why
+        session = None
+        report["fallback"] = f"export failed: {type(exc).__name__}: {exc}"[:300]
+    report.update({"export_s": round(time.perf_counter() - t0, 2), diff_key: value})
+    if session is not None and value is not None and value <= tolerance:
+        return session, out
+    report.setdefault("fallback", f"ONNX Runtime differs from Paddle by {value}" + (f" {diff_unit}" if diff_unit else ""))
+    return None, ref
 
 
 def _frozen_stage(model, stage: str):
@@ -525,30 +545,23 @@ class TeacherTargets:
         return p_t.numpy(), neg.numpy()
 
     def _export(self, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import time
-
-        t0 = time.perf_counter()
-        ref = self._paddle(body)
         self._checked = True
-        diff = None
-        try:
-            n_old = len(self.index)
-            if not np.array_equal(self.index, old_class_index(n_old, self.n_new)):
+
+        def build():
+            if not np.array_equal(self.index, old_class_index(len(self.index), self.n_new)):
                 raise ValueError("only old_class_index's layout is exported")
-            layer = _teacher_targets_layer(self.teacher, self.index, self.n_new, self.temperature)
-            session = _ort_export(layer, [None, body.shape[1], 1, body.shape[3]])
-            out = session.run(None, {session.get_inputs()[0].name: body})
-            diff = max(float(np.abs(out[0] - ref[0]).max()), float(np.abs(out[1] - ref[1]).max()) / 100.0)
-        except Exception as exc:  # noqa: BLE001 - any export failure: stay on Paddle, say why
-            session = None
-            self.report["fallback"] = f"export failed: {type(exc).__name__}: {exc}"[:300]
-        self.report.update(export_s=round(time.perf_counter() - t0, 2), check_max_abs_diff=diff)
-        if session is not None and diff is not None and diff <= self.TOLERANCE:
-            self._session = session
-            return out[0], out[1]
-        self.report["engine"] = "paddle"
-        self.report.setdefault("fallback", f"ONNX Runtime differs from Paddle by {diff}")
-        return ref
+            return _teacher_targets_layer(self.teacher, self.index, self.n_new, self.temperature)
+
+        def max_diff(out: list, ref: tuple) -> float:
+            return max(float(np.abs(out[0] - ref[0]).max()), float(np.abs(out[1] - ref[1]).max()) / 100.0)
+
+        self._session, out = _checked_ort_export(
+            build, [None, body.shape[1], 1, body.shape[3]], body, lambda: self._paddle(body), max_diff,
+            self.TOLERANCE, self.report, "check_max_abs_diff")
+        if self._session is None:
+            self.report["engine"] = "paddle"
+            return out
+        return out[0], out[1]
 
     def __call__(self, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         body = np.ascontiguousarray(body, dtype=np.float32)
