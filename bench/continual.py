@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -207,6 +208,15 @@ def summarize(name: str, m: dict) -> dict:
     }
 
 
+@functools.lru_cache(maxsize=None)
+def _load_channel(channel: Path) -> tuple[list[dict], list]:
+    """A channel's manifest rows and crops (BGR), read once for every model ``rescore`` scores."""
+    import cv2
+
+    rows = read_rows(channel)
+    return rows, [cv2.imread(str(channel / r["image"])) for r in rows]
+
+
 def rescore(model_dir: Path, channel: Path, batch: int = 16) -> dict:
     """Score an exported model as it is served: ONNX Runtime on ``model.onnx``, crops sorted by
     width and batched (``ocrloop.ocr.engine``'s width batching), greedy CTC decoding.
@@ -216,13 +226,10 @@ def rescore(model_dir: Path, channel: Path, batch: int = 16) -> dict:
     ``ignore_space=True`` removes spaces from prediction and label before comparing), each overall
     and per ``kind`` (corpus / symbol), plus the lines read wrong (``errors``: label, text).
     """
-    import cv2
-
     from ocrloop.model.export import ort_session
     from ocrloop.textline import ctc_greedy_decode, load_dict, make_batch
 
-    rows = read_rows(channel)
-    images = [cv2.imread(str(channel / r["image"])) for r in rows]
+    rows, images = _load_channel(channel)
     order = sorted(range(len(rows)), key=lambda i: images[i].shape[1] / images[i].shape[0])
     classes = load_dict(model_dir / "dict.txt")
     sess = ort_session(model_dir / "model.onnx")
