@@ -13,6 +13,11 @@ texts are kept (the densest first, at most ``--per-source`` per drawing). Every 
 as a scan may be (90° clockwise, 180°, 90° counter-clockwise in turn) so that text reading
 top-to-bottom and upside down is measured too; the ground truth is turned with it.
 
+Test and dev pages. Every reported figure is measured on the *test* pages above. ``--split dev``
+renders the next ``--per-source`` pages of each drawing instead (other windows or render scales
+of the same drawings; 24 pages, 764 lines, never a test page): engine changes are tuned on those,
+and only then measured on the test pages.
+
 Every row starts from the sheet's PNG bytes, what a client holds: the served row POSTs them and the
 server decodes them; every other row decodes them with ``cv2.imdecode`` inside its timed call (the
 same decoder for all, ≈ 0.13 s for a 300-dpi sheet here) and reads the decoded array.
@@ -104,6 +109,7 @@ BASE_DPI = 150
 ROTATIONS = (90, 180, 270)
 """Clockwise turn of every 4th page, cycled."""
 MIN_TEXTS = 10
+SPLITS = ("test", "dev")
 DIAMETER_VARIANTS = {"Ø": "⌀", "ø": "⌀", "∅": "⌀", "Φ": "⌀"}
 """Diameter-sign look-alikes folded to U+2300 for the ⌀ recall (the issue's list)."""
 MATCH_COVER = 0.3
@@ -164,10 +170,16 @@ def _rotate(image: np.ndarray, texts: list[dict], rotation: int) -> tuple[np.nda
     return cv2.rotate(image, code), out
 
 
-def build_sheets(max_sheets: int, per_source: int) -> list[Sheet]:
+def build_sheets(max_sheets: int, per_source: int, split: str = "test") -> list[Sheet]:
     """Render (or load from ``<cache>/bench/ocr_sheets``) the benchmark pages (module doc).
 
+    ``split``: ``"test"`` — the densest ``per_source`` pages of each drawing (what every reported
+    figure is measured on); ``"dev"`` — the next ``per_source`` pages of each drawing (other windows
+    or render scales of the same drawings, never a test page), for tuning the engine without
+    looking at the test pages. Drawings with no further pages have none in ``dev``.
+
     Raises:
+        ValueError: unknown ``split``.
         RuntimeError: the corpus sources cannot be fetched.
     """
     import cv2
@@ -181,7 +193,9 @@ def build_sheets(max_sheets: int, per_source: int) -> list[Sheet]:
     sources = {source_id(s): s for s in fetch_sources()}
     fingerprint = hashlib.sha256(json.dumps(
         [SHEETS_VERSION, RENDER_VERSION, sorted((k, s.sha256) for k, s in sources.items())]).encode()).hexdigest()[:12]
-    root = cache_dir() / "bench" / f"ocr_sheets-{fingerprint}-{per_source}"
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    root = cache_dir() / "bench" / (f"ocr_sheets-{fingerprint}-{per_source}" + ("" if split == "test" else f"-{split}"))
     root.mkdir(parents=True, exist_ok=True)
     index = root / "index.json"
     if index.exists():
@@ -224,7 +238,8 @@ def build_sheets(max_sheets: int, per_source: int) -> list[Sheet]:
     for c in sorted(candidates, key=lambda c: -c[4]):
         by_source.setdefault(c[0], []).append(c)
     chosen = []
-    for k in range(per_source):  # round-robin over sources, densest pages first
+    first = 0 if split == "test" else per_source
+    for k in range(first, first + per_source):  # round-robin over sources, densest pages first
         for sid in sorted(by_source):
             if k < len(by_source[sid]):
                 chosen.append(by_source[sid][k])
@@ -243,7 +258,7 @@ def build_sheets(max_sheets: int, per_source: int) -> list[Sheet]:
             continue
         rotation = ROTATIONS[(n // 4) % len(ROTATIONS)] if n % 4 == 3 else 0
         image, texts = _rotate(rendered.image, texts, rotation)
-        sheet_id = f"{sid}-{dpi}dpi-{n:02d}" + (f"-r{rotation}" if rotation else "")
+        sheet_id = ("" if split == "test" else f"{split}-") + f"{sid}-{dpi}dpi-{n:02d}" + (f"-r{rotation}" if rotation else "")
         path = root / f"{sheet_id}.png"
         cv2.imwrite(str(path), image)
         sheets.append(Sheet(sheet_id, path, image.shape[1], image.shape[0], dpi, rotation, src.member, texts))
@@ -729,6 +744,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 sheets, small sweeps (smoke run)")
     ap.add_argument("--sheets", type=int, default=27, help="at most this many sheets (default 27)")
     ap.add_argument("--per-source", type=int, default=2, help="at most this many sheets per drawing")
+    ap.add_argument("--split", choices=SPLITS, default="test",
+                    help="test: the reported pages; dev: the next --per-source pages of each drawing, for tuning")
     ap.add_argument("--rows", default="all", help="comma-separated row keys or 'all': served, engine, engine-paddle, "
                     "rapidocr, rapidocr-2, rapidocr-v5, paddleocr-ort, paddleocr-paddle")
     ap.add_argument("--no-sweeps", action="store_true", help="skip the rec batching and thread sweeps")
@@ -750,7 +767,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_start = os.getloadavg()
     t_start = time.time()
     model_dir = ensure_base_model()
-    sheets = build_sheets(n_sheets, args.per_source)
+    sheets = build_sheets(n_sheets, args.per_source, args.split)
     images = [s.load() for s in sheets]
     pngs = [s.image_path.read_bytes() for s in sheets]
     print(f"{len(sheets)} sheets, {sum(len(s.texts) for s in sheets)} labelled lines; "
@@ -868,7 +885,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "versions": _versions(),
         "model": {"dir": str(model_dir), "model_version": json.loads((model_dir / "model_card.json").read_text())["model_version"]},
         "input": "PNG bytes: served rows decode in the server, the others with cv2.imdecode inside the timed call",
-        "sheets": {"count": len(sheets), "lines": sum(len(s.texts) for s in sheets),
+        "sheets": {"split": args.split, "count": len(sheets), "lines": sum(len(s.texts) for s in sheets),
                    "list": [{"id": s.sheet_id, "size": [s.width, s.height], "dpi": s.dpi, "rotation": s.rotation,
                              "source": s.member, "lines": len(s.texts)} for s in sheets]},
         "rows": results, "ratios": ratios, "direction_pairs": pairs, "sweeps": sweeps,

@@ -185,6 +185,95 @@ def test_glyphs_run_across_tells_a_squat_column_from_a_row():
     assert _glyphs_run_across(row, turned) and not _glyphs_run_across(column, turned)
 
 
+def _dimension_page():
+    """Dimension values with their dimension lines running into both ends (as the dxfstructure
+    drawings place them), horizontal and vertical, plus a typed ``-0,70`` and plain labels."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from serving_fixtures import font_path
+
+    items = [("1650", (200, 100), 24, 0), ("3300", (200, 300), 24, 0), ("600", (600, 150), 24, 90),
+             ("1450", (700, 150), 24, 90), ("150", (460, 300), 24, 0), ("-0,70", (200, 450), 24, 0),
+             ("SCALE 1:50", (420, 80), 24, 0), ("MATERIAL S355", (420, 450), 24, 0)]
+    page = Image.fromarray(render_page(items, size=(900, 640))[..., 0])
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.truetype(str(font_path()), 24)
+    for text, (x, y), _px, angle in items[:4]:  # render_page pads each text's box by 4 px a side
+        left, top, right, bottom = font.getbbox(text)
+        w, h = right - left + 8, bottom - top + 8
+        if angle == 0:
+            cy = y + h // 2
+            draw.line((x - 150, cy, x + 1, cy), fill=0, width=2)
+            draw.line((x + w - 1, cy, x + w + 150, cy), fill=0, width=2)
+        else:
+            cx = x + h // 2
+            draw.line((cx, y - 150, cx, y + 1), fill=0, width=2)
+            draw.line((cx, y + w - 1, cx, y + w + 150), fill=0, width=2)
+    # A leader that meets "150" from the left and turns down 20 px out.
+    left, top, right, bottom = font.getbbox("150")
+    cy = 300 + (bottom - top + 8) // 2
+    draw.line((440, cy, 461, cy), fill=0, width=2)
+    draw.line((440, cy, 440, cy + 80), fill=0, width=2)
+    return np.repeat(np.asarray(page)[:, :, None], 3, axis=2).copy(), [t for t, *_ in items]
+
+
+def test_dimension_lines_running_into_values_are_not_read_as_dashes(engine, monkeypatch):
+    import ocrloop.ocr.engine as engine_module
+
+    page, texts = _dimension_page()
+    assert sorted(line.text for line in engine.read(page)) == sorted(texts)  # "-0,70" keeps its minus
+    monkeypatch.setattr(engine_module, "DASHES", "")  # without the check the lines are read as dashes
+    assert any(line.text[:1] == "-" or line.text[-1:] == "-" for line in engine.read(page) if line.text != "-0,70")
+
+
+def test_line_leaves_box_tells_a_line_from_a_typed_dash_and_glyphs():
+    from ocrloop.ocr.engine import line_leaves_box
+
+    m, h, w = 6, 12, 20  # the box is view[6:18, 6:26]
+    paper = np.full((h + 2 * m, w + 2 * m), 255, np.uint8)
+
+    def view(*strokes):
+        v = paper.copy()
+        for rows, cols in strokes:
+            v[rows, cols] = 0
+        return v
+
+    mid = slice(11, 13)  # 2 px thick, in the middle of the text height
+    assert not line_leaves_box(paper, m, "start") and not line_leaves_box(paper, m, "end")
+    through = view((mid, slice(0, 10)))  # a dimension line from the left edge into the box
+    assert line_leaves_box(through, m, "start") and not line_leaves_box(through, m, "end")
+    assert line_leaves_box(view((mid, slice(20, 32))), m, "end")
+    assert not line_leaves_box(view((mid, slice(3, 10))), m, "start")  # a stub 3 px out: a typed dash's end
+    corner = view((mid, slice(2, 10)), (slice(11, 24), slice(2, 4)))  # turns down 4 px out, to the view's edge
+    assert line_leaves_box(corner, m, "start")
+    broken = view((mid, slice(0, 10)))
+    broken[:, 3] = 255  # a 1 px break (anti-aliasing at a crossing)
+    assert line_leaves_box(broken, m, "start")
+    assert not line_leaves_box(view((slice(9, 15), slice(1, 7))), m, "start")  # a neighbouring glyph's blob
+    with pytest.raises(ValueError):
+        line_leaves_box(through, m, "left")
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_margin_view_shows_the_surroundings_as_the_crop_is_read(turns):
+    from rapidocr.utils.process_img import get_rotate_crop_image
+
+    from ocrloop.ocr.engine import margin_view
+
+    gray = np.full((100, 120), 255, np.uint8)
+    gray[40:60, 20:80] = np.arange(60, dtype=np.uint8)[None, :] * 2  # the box: a left-to-right ramp
+    gray[50, 15] = 7  # 5 px left of the box
+    box = np.array([[20, 40], [80, 40], [80, 60], [20, 60]], dtype=np.float32)
+    view = margin_view(gray, box, turns, 10)
+    plain = np.rot90(margin_view(gray, box, 0, 10), turns)
+    assert np.array_equal(view, plain)
+    base = margin_view(gray, box, 0, 10)
+    assert base.shape == (20 + 20, 60 + 20) and base[20, 5] == 7
+    inner = base[10:30, 10:70].astype(int)
+    crop = get_rotate_crop_image(gray, box.copy()).astype(int)  # the same warp (cubic vs linear)
+    assert inner.shape == crop.shape and np.abs(inner - crop).max() <= 4
+
+
 def test_width_batching_reads_what_single_crops_read(engine):
     from ocrloop.model.lines import render_line
 

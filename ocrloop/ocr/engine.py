@@ -34,7 +34,11 @@ library pieces rather than rewritten, plus what whole drawing sheets need:
 * recognition: ``ocrloop.textline`` (resize to 48 px high, greedy CTC decode), crops sorted by
   aspect ratio and batched so each batch is padded to its own widest member; ONNX Runtime by
   default, or Paddle Inference (``engine="paddle"``) on the artifact's ``inference.json`` /
-  ``inference.pdiparams``.
+  ``inference.pdiparams``;
+* dimension lines: det takes the end of a dimension line or leader that runs into its value into
+  the box, and rec reads it as a dash (``-1650``, ``600-``); a leading or trailing dash is dropped
+  when a line leaves the box at that end (``strip_line_dashes``), while a typed minus or hyphen,
+  which ends with its glyph, is kept.
 
 Importing this module loads numpy and OpenCV; ONNX Runtime / Paddle are imported at construction.
 It is a serving module, not part of the standard-library core.
@@ -97,6 +101,12 @@ frame only if it lies this many times more horizontally (width / height in its o
 MIN_CROSS_GLYPHS = 2
 """A box found in the second frame (text running across the primary one) must hold at least this many
 glyphs chained in its direction (``tiling.glyph_chains``)."""
+DASHES = "-‐‑‒–—―−一"
+"""Dash-like characters a straight line abutting a text is read as (``-``, the Unicode dashes and
+minus, and CJK ``一``, a frequent reading of a line stroke by the multilingual PP-OCRv5 rec)."""
+LINE_MARGIN = 0.5
+"""``strip_line_dashes`` looks this many text heights beyond each end of a line's box: a dimension
+line runs on for far longer, while the next word of a sentence starts within about one."""
 CLS_IMAGE_SHAPE = (3, 48, 192)
 """Input of PP-OCR's ``ch_ppocr_mobile_v2.0_cls`` (RapidOCR ``CLS_SHAPE_BY_OCR_VERSION`` v4)."""
 
@@ -526,7 +536,9 @@ class OcrEngine:
         self._timings().clear()
         t0 = time.perf_counter()
         h, w = image.shape[:2]
-        glyphs = glyph_components(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), self.tile_params)
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        self._local.gray = gray
+        glyphs = glyph_components(gray, self.tile_params)
         in_row, in_col = glyph_chains(glyphs.boxes)
         timings = self._timings()
         timings["glyphs_s"] = time.perf_counter() - t0
@@ -755,14 +767,18 @@ class OcrEngine:
         t1 = time.perf_counter()
         crops = [np.ascontiguousarray(get_rotate_crop_image(image, box.copy())) for box in boxes]
         rotated = [_was_rotated(box) for box in boxes]
+        # Quarter turns (np.rot90's k) from each box's warped rectangle to its crop as read.
+        turns = [1 if r else 0 for r in rotated]
         centres = self._local.glyph_centres
         for i, box in enumerate(boxes):
             if rotated[i] and _points_inside(centres, box) <= 1:  # one tall glyph ("1", "6"): leave it standing
                 crops[i] = np.ascontiguousarray(np.rot90(crops[i], -1))
                 rotated[i] = False
+                turns[i] = 0
             elif not rotated[i] and _glyphs_run_across(centres, box):  # a squat "30" written upwards
                 crops[i] = np.ascontiguousarray(np.rot90(crops[i]))  # as get_rotate_crop_image turns
                 rotated[i] = True
+                turns[i] = 1
         plan = self._orientation_plan(crops, rotated, frames, getattr(self._local, "primary", "0"))
         t2 = time.perf_counter()
         inputs: list[np.ndarray] = []
@@ -773,7 +789,14 @@ class OcrEngine:
             slots.append(list(range(len(inputs), len(inputs) + len(views))))
             inputs.extend(views)
         results = self.recognize(inputs)
-        best = [max((results[k] for k in ks), key=lambda r: r[1]) for ks in slots]
+        best_view = [max(ks, key=lambda k: results[k][1]) for ks in slots]
+        best = [results[k] for k in best_view]
+        gray = self._local.gray
+        for i, k in enumerate(best_view):
+            text, score = best[i]
+            if text[:1] in DASHES or text[-1:] in DASHES:  # a dimension line read as a dash?
+                view_turns = turns[i] + (2 if plan[i] == "180" or k != slots[i][0] else 0)
+                best[i] = (strip_line_dashes(text, gray, boxes[i], view_turns, self.tile_params.ink_level), score)
         keep = [i for i, (text, score) in enumerate(best) if text.strip() and score >= self.drop_score]
         keep = [keep[k] for k in dedup_lines([boxes[i] for i in keep], [best[i][0] for i in keep],
                                              [best[i][1] for i in keep], weighted=True)]
@@ -789,6 +812,104 @@ class OcrEngine:
         """Stop the worker threads (when ``workers > 1``)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+def margin_view(gray: np.ndarray, box: np.ndarray, turns: int, margin: int) -> np.ndarray:
+    """A line's crop as the recognizer reads it, with ``margin`` px of the sheet around it.
+
+    The quadrilateral ``box`` (float32 ``[4, 2]`` px, clockwise from its top-left) is warped to an
+    upright rectangle as ``get_rotate_crop_image`` does (same size rule), placed ``margin`` px
+    inside a larger canvas that the same perspective transform fills with the box's surroundings
+    (paper, white, outside the sheet), then turned by ``np.rot90(…, turns)``.
+
+    Returns:
+        uint8 ``[h + 2·margin, w + 2·margin]`` (before the turn) of ``gray`` (uint8 ``[H, W]``).
+    """
+    pts = np.asarray(box, dtype=np.float32).reshape(4, 2)
+    w = int(max(np.linalg.norm(pts[0] - pts[1]), np.linalg.norm(pts[2] - pts[3])))
+    h = int(max(np.linalg.norm(pts[0] - pts[3]), np.linalg.norm(pts[1] - pts[2])))
+    m = float(margin)
+    dst = np.array([[m, m], [m + w, m], [m + w, m + h], [m, m + h]], dtype=np.float32)
+    view = cv2.warpPerspective(gray, cv2.getPerspectiveTransform(pts, dst), (w + 2 * margin, h + 2 * margin),
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+    return np.ascontiguousarray(np.rot90(view, turns))
+
+
+def line_leaves_box(view: np.ndarray, margin: int, side: str, ink_level: int = 160, slack: int = 2) -> bool:
+    """Whether a line leaves a text box at one end: ``view`` is the box's ``margin_view`` (uint8,
+    text running left to right, the box at ``[margin:-margin, margin:-margin]``), ``side`` is
+    ``"start"`` or ``"end"``.
+
+    The ink outside the box (1 px breaks closed) is split into 8-connected strokes; a stroke
+    counts when it touches the box's ``side`` edge (the ``slack`` columns next to it) in the
+    middle half of the text height, is thin (area ≤ ¼ text height × (its width + height): a
+    line's, not a glyph's blob) and either leaves the view or is at least a text height long: a
+    dimension line running on, straight or turning a corner, or a leader. A typed dash or minus
+    ends inside its box; a neighbouring glyph is shorter than the text height.
+
+    Raises:
+        ValueError: ``side`` is not ``"start"`` or ``"end"``.
+    """
+    if side not in ("start", "end"):
+        raise ValueError(f"side must be 'start' or 'end', got {side!r}")
+    big_h, big_w = view.shape[:2]
+    h, w = big_h - 2 * margin, big_w - 2 * margin
+    if h < 3 or w < 1 or margin < 1:
+        return False
+    outside = (view < ink_level).astype(np.uint8)
+    outside[margin:margin + h, margin:margin + w] = 0
+    # Close 1 px breaks (anti-aliasing where an arrowhead meets an extension line).
+    # Replicated padding: the view's edge neither grows nor erodes strokes.
+    padded = cv2.copyMakeBorder(outside, 2, 2, 2, 2, cv2.BORDER_REPLICATE)
+    outside = np.ascontiguousarray(cv2.morphologyEx(padded, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))[2:-2, 2:-2])
+    outside[margin:margin + h, margin:margin + w] = 0
+    _n, labels, stats, _ = cv2.connectedComponentsWithStats(outside, connectivity=8)
+    rows = slice(margin + h // 4, max(margin + h // 4 + 1, margin + (3 * h) // 4))
+    cols = slice(max(0, margin - slack), margin) if side == "start" else slice(margin + w, min(big_w, margin + w + slack))
+    for k in set(np.unique(labels[rows, cols]).tolist()) - {0}:
+        x, y, cw, ch, area = (int(v) for v in stats[k])
+        leaves = x == 0 or y == 0 or x + cw == big_w or y + ch == big_h
+        if (leaves or max(cw, ch) >= h) and area <= max(3.0, h / 4) * (cw + ch):
+            return True
+    return False
+
+
+def strip_line_dashes(text: str, gray: np.ndarray, box: np.ndarray, turns: int, ink_level: int = 160,
+                      margin: float = LINE_MARGIN) -> str:
+    """``text`` without the leading / trailing dashes (``DASHES``) that are a line leaving its box:
+    a dimension line or leader running into the value, which PP-OCR det takes into the box and
+    rec reads as ``-`` (``-1650`` for ``1650``, ``600-`` for ``600``).
+
+    A side is cut when a line leaves the box at that end (``line_leaves_box`` on the box's
+    surroundings, ``margin`` text heights around it); a typed hyphen or minus ends where its glyph
+    ends and is kept. Tuned on the 24 dev pages of ``bench/ocr_serving.py`` only (never its
+    test pages).
+
+    Args:
+        text: the reading of the crop.
+        gray: the sheet, uint8 ``[H, W]``.
+        box: float32 ``[4, 2]`` px, the line's box as cropped.
+        turns: ``np.rot90`` quarter turns from the box's warped rectangle to the crop as read
+            (``margin_view``).
+        ink_level: grey level below which a pixel is ink.
+
+    Returns:
+        The text, cut; unchanged when nothing would be left.
+    """
+    if not text or (text[0] not in DASHES and text[-1] not in DASHES):
+        return text
+    pts = np.asarray(box, dtype=np.float32).reshape(4, 2)
+    side_a = float(max(np.linalg.norm(pts[0] - pts[3]), np.linalg.norm(pts[1] - pts[2])))
+    side_b = float(max(np.linalg.norm(pts[0] - pts[1]), np.linalg.norm(pts[2] - pts[3])))
+    height = int(side_a if turns % 2 == 0 else side_b)  # the text height of the crop as read
+    m = max(4, int(round(margin * height)))
+    view = margin_view(gray, pts, turns, m)
+    out = text
+    if out[0] in DASHES and line_leaves_box(view, m, "start", ink_level):
+        out = out.lstrip(DASHES).lstrip()
+    if out and out[-1] in DASHES and line_leaves_box(view, m, "end", ink_level):
+        out = out.rstrip(DASHES).rstrip()
+    return out or text
 
 
 def _greedy_non_overlapping(boxes: Sequence[np.ndarray], min_overlap: float = 0.5) -> list[int]:
@@ -895,5 +1016,6 @@ def _check_image(image: np.ndarray) -> None:
 
 
 __all__ = ["OcrEngine", "Line", "DetParams", "TileParams", "ModelLoadError", "default_det_model_path",
+           "strip_line_dashes", "line_leaves_box", "margin_view", "DASHES",
            "default_cls_model_path", "det_resize_shape", "read_character_list", "rec_batch_width",
            "ENGINES", "ORIENTATIONS"]
