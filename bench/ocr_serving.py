@@ -182,6 +182,8 @@ def build_sheets(max_sheets: int, per_source: int, split: str = "test") -> list[
         ValueError: unknown ``split``.
         RuntimeError: the corpus sources cannot be fetched.
     """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     import cv2
 
     from ocrloop.config import cache_dir
@@ -193,8 +195,6 @@ def build_sheets(max_sheets: int, per_source: int, split: str = "test") -> list[
     sources = {source_id(s): s for s in fetch_sources()}
     fingerprint = hashlib.sha256(json.dumps(
         [SHEETS_VERSION, RENDER_VERSION, sorted((k, s.sha256) for k, s in sources.items())]).encode()).hexdigest()[:12]
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     root = cache_dir() / "bench" / (f"ocr_sheets-{fingerprint}-{per_source}" + ("" if split == "test" else f"-{split}"))
     root.mkdir(parents=True, exist_ok=True)
     index = root / "index.json"

@@ -766,20 +766,18 @@ class OcrEngine:
         boxes, frames = self._detect_frames(image, resolve=False)
         t1 = time.perf_counter()
         crops = [np.ascontiguousarray(get_rotate_crop_image(image, box.copy())) for box in boxes]
-        rotated = [_was_rotated(box) for box in boxes]
-        # Quarter turns (np.rot90's k) from each box's warped rectangle to its crop as read.
-        turns = [1 if r else 0 for r in rotated]
+        # Quarter turns (np.rot90's k) from each box's warped rectangle to its crop as read:
+        # 1 where the crop was stood upright (get_rotate_crop_image's rule, then the two fixes below).
+        turns = [1 if _was_rotated(box) else 0 for box in boxes]
         centres = self._local.glyph_centres
         for i, box in enumerate(boxes):
-            if rotated[i] and _points_inside(centres, box) <= 1:  # one tall glyph ("1", "6"): leave it standing
+            if turns[i] and _points_inside(centres, box) <= 1:  # one tall glyph ("1", "6"): leave it standing
                 crops[i] = np.ascontiguousarray(np.rot90(crops[i], -1))
-                rotated[i] = False
                 turns[i] = 0
-            elif not rotated[i] and _glyphs_run_across(centres, box):  # a squat "30" written upwards
+            elif not turns[i] and _glyphs_run_across(centres, box):  # a squat "30" written upwards
                 crops[i] = np.ascontiguousarray(np.rot90(crops[i]))  # as get_rotate_crop_image turns
-                rotated[i] = True
                 turns[i] = 1
-        plan = self._orientation_plan(crops, rotated, frames, getattr(self._local, "primary", "0"))
+        plan = self._orientation_plan(crops, [t == 1 for t in turns], frames, getattr(self._local, "primary", "0"))
         t2 = time.perf_counter()
         inputs: list[np.ndarray] = []
         slots: list[list[int]] = []
@@ -792,11 +790,10 @@ class OcrEngine:
         best_view = [max(ks, key=lambda k: results[k][1]) for ks in slots]
         best = [results[k] for k in best_view]
         gray = self._local.gray
-        for i, k in enumerate(best_view):
+        for i, k in enumerate(best_view):  # a dimension line read as a dash?
             text, score = best[i]
-            if text[:1] in DASHES or text[-1:] in DASHES:  # a dimension line read as a dash?
-                view_turns = turns[i] + (2 if plan[i] == "180" or k != slots[i][0] else 0)
-                best[i] = (strip_line_dashes(text, gray, boxes[i], view_turns, self.tile_params.ink_level), score)
+            view_turns = turns[i] + (2 if plan[i] == "180" or k != slots[i][0] else 0)
+            best[i] = (strip_line_dashes(text, gray, boxes[i], view_turns, self.tile_params.ink_level), score)
         keep = [i for i, (text, score) in enumerate(best) if text.strip() and score >= self.drop_score]
         keep = [keep[k] for k in dedup_lines([boxes[i] for i in keep], [best[i][0] for i in keep],
                                              [best[i][1] for i in keep], weighted=True)]
@@ -826,8 +823,7 @@ def margin_view(gray: np.ndarray, box: np.ndarray, turns: int, margin: int) -> n
         uint8 ``[h + 2·margin, w + 2·margin]`` (before the turn) of ``gray`` (uint8 ``[H, W]``).
     """
     pts = np.asarray(box, dtype=np.float32).reshape(4, 2)
-    w = int(max(np.linalg.norm(pts[0] - pts[1]), np.linalg.norm(pts[2] - pts[3])))
-    h = int(max(np.linalg.norm(pts[0] - pts[3]), np.linalg.norm(pts[1] - pts[2])))
+    w, h = _box_size(pts)
     m = float(margin)
     dst = np.array([[m, m], [m + w, m], [m + w, m + h], [m, m + h]], dtype=np.float32)
     view = cv2.warpPerspective(gray, cv2.getPerspectiveTransform(pts, dst), (w + 2 * margin, h + 2 * margin),
@@ -899,9 +895,9 @@ def strip_line_dashes(text: str, gray: np.ndarray, box: np.ndarray, turns: int, 
     if not text or (text[0] not in DASHES and text[-1] not in DASHES):
         return text
     pts = np.asarray(box, dtype=np.float32).reshape(4, 2)
-    side_a = float(max(np.linalg.norm(pts[0] - pts[3]), np.linalg.norm(pts[1] - pts[2])))
-    side_b = float(max(np.linalg.norm(pts[0] - pts[1]), np.linalg.norm(pts[2] - pts[3])))
-    height = int(side_a if turns % 2 == 0 else side_b)  # the text height of the crop as read
+    width, height = _box_size(pts)
+    if turns % 2:  # the text height of the crop as read
+        height = width
     m = max(4, int(round(margin * height)))
     view = margin_view(gray, pts, turns, m)
     out = text
@@ -1000,11 +996,18 @@ def _round_up_32(h: int, w: int) -> tuple[int, int]:
     return max(32, int(math.ceil(h / 32) * 32)), max(32, int(math.ceil(w / 32) * 32))
 
 
+def _box_size(box: np.ndarray) -> tuple[int, int]:
+    """``(width, height)`` px of the rectangle ``get_rotate_crop_image`` warps the quadrilateral
+    ``box`` (``[4, 2]``, clockwise from its top-left) to: its longer top/bottom and left/right sides."""
+    pts = np.asarray(box, dtype=np.float32).reshape(4, 2)
+    return (int(max(np.linalg.norm(pts[0] - pts[1]), np.linalg.norm(pts[2] - pts[3]))),
+            int(max(np.linalg.norm(pts[0] - pts[3]), np.linalg.norm(pts[1] - pts[2]))))
+
+
 def _was_rotated(box: np.ndarray) -> bool:
     """Whether ``get_rotate_crop_image`` rotates this box's crop (height/width ≥ 1.5)."""
-    width = max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3]))
-    height = max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2]))
-    return int(width) > 0 and int(height) / int(width) >= 1.5
+    width, height = _box_size(box)
+    return width > 0 and height / width >= 1.5
 
 
 def _check_image(image: np.ndarray) -> None:
