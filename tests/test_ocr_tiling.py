@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest_model import base_model_dir  # noqa: F401  (fixture)
 from serving_fixtures import make_rec_artifact, norm, render_page
@@ -254,6 +256,95 @@ def test_line_leaves_box_tells_a_line_from_a_typed_dash_and_glyphs():
         line_leaves_box(through, m, "left")
 
 
+def _tracked_page(lines):
+    """Lines in osifont (the corpus' ISO lettering font) with CAD-like tracking: ``(text, tracking)``
+    with the blank between glyphs as a share of the font size, and a space 0.45 of it."""
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    font_file = Path("/usr/share/fonts/truetype/osifont/osifont.ttf")  # scripts/setup.sh installs it
+    font = ImageFont.truetype(str(font_file), 28)
+    page = Image.new("L", (900, 100 + 70 * len(lines)), 255)
+    draw = ImageDraw.Draw(page)
+    for n, (text, tracking) in enumerate(lines):
+        x, y = 60, 50 + 70 * n
+        for ch in text:
+            if ch == " ":
+                x += int(0.45 * font.size)
+                continue
+            left, _top, right, _bottom = font.getbbox(ch)
+            draw.text((x - left, y), ch, font=font, fill=0)
+            x += right - left + int(tracking * font.size)
+    return np.repeat(np.asarray(page)[:, :, None], 3, axis=2).copy()
+
+
+def test_spaces_follow_the_gaps_between_glyphs(engine, monkeypatch):
+    import ocrloop.ocr.engine as engine_module
+
+    lines = [("* [89.15] *", 0.14), ("(3)-HE 120 B", 0.14), ("Beam_1 x 1", 0.14), ("asfdfsdf", 0.3),
+             ("(2)-IPE 240", 0.3)]
+    page = _tracked_page(lines)
+    assert sorted(line.text for line in engine.read(page)) == sorted(t for t, _ in lines)
+    monkeypatch.setattr(engine_module, "RESPACE", False)  # rec alone drops word spaces and adds some
+    assert sorted(line.text for line in engine.read(page)) != sorted(t for t, _ in lines)
+
+
+def _blob_crop(widths, gaps, h=30, underline=False):
+    """A grey line crop of solid glyph blobs ``widths`` px wide with ``gaps`` px blank between them."""
+    crop = np.full((h, sum(widths) + sum(gaps) + 20), 255, np.uint8)
+    x = 10
+    for k, w in enumerate(widths):
+        crop[6:h - 6, x:x + w] = 0
+        x += w + (gaps[k] if k < len(gaps) else 0)
+    if underline:
+        crop[h - 3, 5:-5] = 0
+    return crop
+
+
+def test_glyph_spans_ignore_an_underline():
+    from ocrloop.ocr.engine import glyph_spans
+
+    plain = glyph_spans(_blob_crop([10, 11, 10], [4, 16]))
+    assert plain == [(10, 20), (24, 35), (51, 61)]
+    assert glyph_spans(_blob_crop([10, 11, 10], [4, 16], underline=True)) == plain
+
+
+def test_respace_keeps_what_it_cannot_pair_or_measure():
+    from ocrloop.ocr.engine import respace
+
+    crop = _blob_crop([10] * 5, [4, 4, 18, 4])
+    assert respace("ab cde", crop) == "abc de"  # rec's space moves to the wide gap
+    assert respace("abcdef", crop) == "abcdef"  # six characters, five blobs: as read
+    assert respace("a b c", _blob_crop([10] * 3, [4, 4])) == "a b c"  # too few gaps for a median
+    # A "1" in a fixed-width digit cell: a wide blank beside it, but the pitch is the line's, so
+    # no space is added; gap and pitch disagree, so rec's reading stands.
+    digits = _blob_crop([4, 10, 10, 10], [10, 4, 4])
+    assert respace("1150", digits) == "1150" and respace("1 150", digits) == "1 150"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(3, 6), min_size=1, max_size=4), st.integers(3, 5), st.data())
+def test_respace_recovers_words_whatever_rec_did_with_spaces(word_lengths, letter_gap, data):
+    """ISO 3098-0 type B lettering: 0.2 h between characters, at least 0.6 h between words. Rec's
+    spaces, dropped or added anywhere, give way to the glyph gaps."""
+    from ocrloop.ocr.engine import respace
+
+    n = sum(word_lengths)
+    widths = data.draw(st.lists(st.integers(10, 11), min_size=n, max_size=n))
+    gaps, ends = [], set(np.cumsum(word_lengths)[:-1].tolist())
+    for k in range(1, n):
+        gaps.append(data.draw(st.integers(16, 22)) if k in ends else letter_gap)
+    letters = "abcdefghjkmnpqrstuvwxyz"
+    words = ["".join(data.draw(st.sampled_from(letters)) for _ in range(m)) for m in word_lengths]
+    truth = " ".join(words)
+    chars = truth.replace(" ", "")
+    flips = data.draw(st.lists(st.booleans(), min_size=n - 1, max_size=n - 1))
+    read = chars[0] + "".join((" " if ((k in ends) != flip) else "") + chars[k]
+                              for k, flip in zip(range(1, n), flips))
+    assert respace(read, _blob_crop(widths, gaps)) == (truth if n >= 4 else read)
+
+
 @pytest.mark.parametrize("turns", [0, 1, 2, 3])
 def test_margin_view_shows_the_surroundings_as_the_crop_is_read(turns):
     from rapidocr.utils.process_img import get_rotate_crop_image
@@ -321,8 +412,6 @@ def test_engine_rejects_unknown_settings(model_dir):
 
 # --- text direction: glyph chains, turned sheets ------------------------------------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 from ocrloop.ocr.tiling import glyph_chains, sheet_turn, turn_glyph_boxes, turn_points, unturn_points  # noqa: E402
 
