@@ -11,7 +11,8 @@ Endpoints (OpenAPI at ``/docs``, schema at ``/openapi.json``):
   object) and any other text fields (stored as metadata strings).
 * ``POST /v1/search`` — similar drawings. Multipart ``file`` (+ ``k``, ``filters``), or JSON /
   form ``{"drawing_id", "k", "filters"}``. ``filters`` (``{field: substring}``, all must match,
-  case-insensitive substring of the field's text) run inside the similarity search on both
+  case-insensitive substring of the field's text, with OCR look-alikes such as ``Ø``/``⌀`` and
+  ``×``/``x`` equal: ``fields.fold``) run inside the similarity search on both
   runtimes, so ``k`` matching drawings come back whenever ``k`` exist. Filterable fields: any
   metadata key, the OCR ``text``, and the title-block fields derived from it
   (``ocrloop.index.fields``: ``part_number``, ``drawing_number``, ``material``, ``scale``,
@@ -69,7 +70,8 @@ formats are re-encoded to PNG before invoking."""
 
 RESERVED_FORM_FIELDS = {"file", "drawing_id", "replace", "ocr", "metadata", "k", "filters"}
 
-FILTERS_HELP = ('JSON object {field: substring}, all must match (case-insensitive substring of the field\'s text), '
+FILTERS_HELP = ('JSON object {field: substring}, all must match (case-insensitive substring of the field\'s text; '
+                'Ø ø ∅ Φ match ⌀, × matches x, dashes match -), '
                 'e.g. {"text": "M8"} or {"material": "S235", "scale": "1:2"}. Fields: any metadata key, the OCR '
                 f'"text", and the title-block fields derived from it: {", ".join(FIELDS)}.')
 

@@ -127,6 +127,45 @@ def test_filters_select_the_same_drawings_as_the_local_index(index, tmp_path):
         local.close()
 
 
+def test_an_index_folded_by_an_older_fold_still_matches_and_gains_the_lookalikes(index, monkeypatch):
+    """Indexes created before fold version 2 hold ``str.casefold`` texts: filters match either fold
+    of the substring, so nothing found before the upgrade is lost; a new version (re-indexed)
+    records the fold in its mapping and needs one fold only."""
+    import ocrloop.aws.opensearch as opensearch_module
+    from ocrloop.index.fields import FOLD_VERSION, flatten_text, fold_v1
+
+    docs = [{"text": "Ø20 H7\nPLAT 80×6,3"}, {"text": "⌀20 H7\nPLAT 80x6,3"}]
+    old_template = index.template_body()
+    del old_template["template"]["mappings"]["_meta"]
+    monkeypatch.setattr(index, "template_body", lambda: old_template)
+    monkeypatch.setattr(opensearch_module, "filter_texts",  # what the adapter stored before version 2
+                        lambda meta: {k: fold_v1(flatten_text(v)) for k, v in meta.items() if flatten_text(v)})
+    old = index.create_version("v1")
+    index.upsert(["old-o", "old-d"], np.eye(4, dtype=np.float32)[:2], docs)
+    monkeypatch.undo()
+    assert index.fold_version() == 1
+    # Version-1 texts hold "ø20" and "×" as read; both folds of each substring are tried, so what a
+    # filter found before the upgrade it still finds ("Ø20" found old-o; now old-d as well).
+    assert index.matching_ids({"text": "Ø20"}) == ["old-d", "old-o"]
+    assert index.matching_ids({"text": "80×6"}) == ["old-d", "old-o"]
+    assert index.matching_ids({"text": "⌀20"}) == ["old-d"]  # "ø20" stored by fold 1: until re-indexed
+    clause = filter_clauses({"text": "Ø20"}, fold_version=1)[0]
+    assert clause == {"bool": {"should": [{"wildcard": {filter_field("text"): {"value": "*⌀20*"}}},
+                                          {"wildcard": {filter_field("text"): {"value": "*ø20*"}}}],
+                               "minimum_should_match": 1}}
+    assert filter_clauses({"text": "h7"}, fold_version=1) == filter_clauses({"text": "h7"})  # one fold, one query
+    # Re-indexed into a new version: the mapping records the fold, look-alikes match each other.
+    new = index.create_version("v2", serve_if_first=False)
+    index.upsert(["new-o", "new-d"], np.eye(4, dtype=np.float32)[:2], docs, index=new)
+    assert index.swap_alias(new) == old
+    mapping = index._os.indices.get_mapping(index=new)[new]["mappings"]
+    assert mapping["_meta"] == {"ocrloop_fold_version": FOLD_VERSION} and index.fold_version() == FOLD_VERSION
+    assert index.matching_ids({"text": "⌀20"}) == ["new-d", "new-o"]
+    assert index.matching_ids({"text": "80x6"}) == ["new-d", "new-o"]
+    body = index.knn_query([1.0, 0.0, 0.0, 0.0], 2, {"text": "Ø20"})
+    assert body["query"]["knn"]["embedding"]["filter"]["bool"]["filter"] == filter_clauses({"text": "⌀20"})
+
+
 def test_filter_clauses_validate():
     assert filter_clauses(None) == [] and filter_clauses({}) == []
     with pytest.raises(ValueError):

@@ -336,6 +336,45 @@ def test_version_written_before_the_trigram_index_is_migrated(tmp_path, rng):
     again.close()
 
 
+def test_texts_folded_by_an_older_fold_are_folded_again_on_open(tmp_path, rng):
+    import sqlite3
+
+    from ocrloop.index.fields import FOLD_VERSION, fold_v1
+
+    home = tmp_path / "idx"
+    ix = FaissIndex(home, D)
+    x = unit(rng, 12)
+    docs = [{"text": f"PLAT {80 + i}×6,3\nØ{20 + i} H7", "part": f"P–{i}"} for i in range(12)]
+    ix.upsert([f"d{i}" for i in range(12)], x, docs)
+    folder = ix.live().folder
+    ix.close()
+    # Store the texts the way fold version 1 (str.casefold) did, with no fold version recorded.
+    db = sqlite3.connect(folder / "docs.sqlite", isolation_level=None)
+    rows = db.execute("SELECT label, metadata FROM docs").fetchall()
+    db.execute("DELETE FROM fields")
+    for label, meta in rows:
+        for key, value in json.loads(meta).items():
+            if flatten_text(value):
+                db.execute("INSERT INTO fields (label, field, folded) VALUES (?, ?, ?)",
+                           (label, key, fold_v1(flatten_text(value))))
+    db.execute("DELETE FROM counters WHERE name = 'fold_version'")
+    assert db.execute("SELECT count(*) FROM fields_fts WHERE folded GLOB '*ø25*'").fetchone()[0] == 1
+    db.close()
+
+    again = FaissIndex(home, D)
+    assert again.matching_ids({"text": "⌀25 h7"}) == ["d5"]  # trigram path: ⌀ and Ø fold alike now
+    assert again.matching_ids({"text": "80x6"}) == ["d0"]
+    assert again.matching_ids({"text": "ø2"}) == sorted(f"d{i}" for i in range(10))  # short needle: scan path
+    assert again.matching_ids({"part": "p-11"}) == ["d11"]
+    assert again.search(x[7], 1, filters={"text": "87x6,3"})[0]["id"] == "d7"
+    again.close()
+    db = sqlite3.connect(folder / "docs.sqlite", isolation_level=None)
+    assert db.execute("SELECT value FROM counters WHERE name = 'fold_version'").fetchone()[0] == FOLD_VERSION
+    assert db.execute("SELECT count(*) FROM fields_fts WHERE folded GLOB '*ø25*'").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM fields_fts WHERE folded GLOB '*⌀25*'").fetchone()[0] == 1
+    db.close()
+
+
 def test_filter_plan_chooses_the_cheaper_of_walking_and_enumerating():
     from ocrloop.index.faiss_index import DEEP_FETCH_MAX, OVERFETCH, filter_plan
 

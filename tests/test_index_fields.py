@@ -68,13 +68,36 @@ def test_derived_fields_client_values_win_and_stale_ones_are_rederived():
 
 def test_filter_texts_and_check_filters():
     assert filter_texts({"a": "Maße Ø", "n": 3, "l": ["X", {"y": "Z"}], "e": "", "none": None, "el": []}) == {
-        "a": "masse ø", "n": "3", "l": "x\nz"}
+        "a": "masse ⌀", "n": "3", "l": "x\nz"}
     assert flatten_text(["a", {"b": 1, "c": [2.5, None]}]) == "a\n1\n2.5\n"
-    assert check_filters({"text": "ØSTRASSE"}) == {"text": "østrasse"}
+    assert check_filters({"text": "ØSTRASSE"}) == {"text": "⌀strasse"}
     assert check_filters(None) == {}
     for bad in ({"a": 3}, {3: "a"}, {"": "a"}, ["a"]):
         with pytest.raises(ValueError):
             check_filters(bad)
+
+
+@pytest.mark.parametrize("drawing, ocr", [
+    ("⌀20 H7", "Ø20 H7"), ("⌀20", "ø20"), ("⌀20", "∅20"), ("⌀20", "Φ20"), ("⌀20", "φ20"),  # diameter signs
+    ("PLAT 80x6,3", "PLAT 80×6,3"), ("4xM16", "4×M16"),  # CAD's x, rec's ×
+    ("S355 - JR", "S355 – JR"), ("-0,70", "−0,70"),  # dashes and minus
+    ("profilu", "pｒｏfilu"), ("file", "ﬁle"), ("Maßstab", "MASSSTAB"),  # NFKC, full case folding
+])
+def test_fold_makes_what_drawings_write_and_ocr_reads_match(drawing, ocr):
+    assert fold(drawing) == fold(ocr)
+    assert check_filters({"text": drawing})["text"] in filter_texts({"text": f"NOTE\n{ocr}\nEND"})["text"]
+
+
+def test_fold_keeps_distinct_text_distinct():
+    for a, b in [("x", "y"), ("1", "l"), ("⌀", "o"), ("+", "-"), ("S235", "S355")]:
+        assert fold(a) != fold(b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=20))
+def test_fold_is_idempotent(text):
+    """Stored texts and filter substrings are folded once each; folding twice must change nothing."""
+    assert fold(fold(text)) == fold(text)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,13 +18,14 @@ https://docs.opensearch.org/latest/vector-search/creating-vector-index/):
   clients register arbitrary JSON, and a key that is a number in one drawing and a string in the
   next would otherwise be a mapping conflict that fails the bulk request.
 * ``filter_text.<key>``: one ``wildcard`` field (OpenSearch ≥ 2.15; n-gram indexed, for arbitrary
-  substrings) per metadata key holding ``fields.filter_texts(metadata)``: the Unicode case-folded,
-  flattened text of the key. The key is percent-encoded (``filter_field``) so ``.`` in client keys
-  cannot create object paths.
+  substrings) per metadata key holding ``fields.filter_texts(metadata)``: the folded
+  (``fields.fold``), flattened text of the key. The key is percent-encoded (``filter_field``) so
+  ``.`` in client keys cannot create object paths. The mapping's ``_meta.ocrloop_fold_version``
+  records the fold (``OpenSearchIndex.fold_version``).
 
 Filters (``filters={field: substring}``) have the semantics of ``ocrloop.index.fields`` on both
-runtimes: the substring, case-folded in Python, must occur in the folded text, i.e. a ``wildcard``
-query ``*<escaped substring>*`` on ``filter_text.<key>`` (an empty substring: ``exists``). They run
+runtimes: the substring, folded in Python (``fields.fold``), must occur in the folded text, i.e. a
+``wildcard`` query ``*<escaped substring>*`` on ``filter_text.<key>`` (an empty substring: ``exists``). They run
 *inside* the k-NN query (``knn.<field>.filter``: efficient filtering, faiss engine, OpenSearch ≥ 2.9),
 which returns ``k`` matching drawings whenever ``k`` exist — not a post-filter that can return fewer
 (https://docs.opensearch.org/latest/vector-search/filter-search-knn/efficient-knn-filtering/).
@@ -41,11 +42,16 @@ opensearch-py is imported lazily: this module is importable where the package is
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
 from ..index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M
-from ..index.fields import check_filters, filter_texts, with_derived_fields
+from ..index.fields import FOLD_VERSION, check_filters, filter_texts, fold_v1, with_derived_fields
+
+FOLD_VERSION_TTL_S = 300.0
+"""How long ``OpenSearchIndex.fold_version`` trusts its last look at the served index's mapping (s):
+an alias swapped by another process is noticed within this time."""
 
 FILTER_TEXT = "filter_text"
 """Object holding one ``wildcard`` field per metadata key (``filter_field``)."""
@@ -67,18 +73,27 @@ def wildcard_literal(text: str) -> str:
     return re.sub(r"([\\*?])", r"\\\1", text)
 
 
-def filter_clauses(filters: Mapping[str, str] | None) -> list[dict[str, Any]]:
+def filter_clauses(filters: Mapping[str, str] | None, fold_version: int = FOLD_VERSION) -> list[dict[str, Any]]:
     """Query DSL clauses (all must match) for ``filters``, same semantics as the local index.
+
+    ``fold_version``: the ``fields.FOLD_VERSION`` the index's texts were folded with. Texts of an
+    older index (version 1: ``str.casefold`` alone) are matched by either fold of the substring,
+    so a filter finds what it found before the upgrade, and the look-alikes once re-indexed.
 
     Raises:
         ValueError: malformed filters (``fields.check_filters``).
     """
     clauses: list[dict[str, Any]] = []
-    for key, needle in sorted(check_filters(filters).items()):
-        if needle:
-            clauses.append({"wildcard": {filter_field(key): {"value": f"*{wildcard_literal(needle)}*"}}})
-        else:
+    folded = check_filters(filters)
+    for key, needle in sorted(folded.items()):
+        if not needle:
             clauses.append({"exists": {"field": filter_field(key)}})
+            continue
+        values = [needle]
+        if fold_version < FOLD_VERSION and fold_v1(filters[key]) != needle:
+            values.append(fold_v1(filters[key]))
+        queries = [{"wildcard": {filter_field(key): {"value": f"*{wildcard_literal(v)}*"}}} for v in values]
+        clauses.append(queries[0] if len(queries) == 1 else {"bool": {"should": queries, "minimum_should_match": 1}})
     return clauses
 
 
@@ -173,6 +188,7 @@ class OpenSearchIndex:
         self.alias = alias
         self.dim = dim
         self.replicas = replicas
+        self._fold: tuple[int, float] | None = None  # (fold version of the served index, when looked up)
 
     # layout -----------------------------------------------------------------------------------
     def index_name(self, version: str) -> str:
@@ -204,6 +220,7 @@ class OpenSearchIndex:
                             "mapping": {"type": "wildcard"},
                         }
                     }],
+                    "_meta": {"ocrloop_fold_version": FOLD_VERSION},
                     "properties": {
                         "embedding": {
                             "type": "knn_vector",
@@ -244,6 +261,7 @@ class OpenSearchIndex:
             self._os.indices.create(index=name)
         if serve_if_first and self.current_index() is None:
             self._os.indices.put_alias(index=name, name=self.alias)
+            self._fold = None
         return name
 
     def swap_alias(self, new_index: str) -> str | None:
@@ -254,6 +272,7 @@ class OpenSearchIndex:
             actions.append({"remove": {"index": old, "alias": self.alias}})
         actions.append({"add": {"index": new_index, "alias": self.alias}})
         self._os.indices.update_aliases(body={"actions": actions})
+        self._fold = None
         return old
 
     @property
@@ -304,17 +323,32 @@ class OpenSearchIndex:
         if body:
             self._bulk(body, ignore_not_found=True)
 
+    def fold_version(self) -> int:
+        """``fields.FOLD_VERSION`` of the served index's filter texts: the mapping's
+        ``_meta.ocrloop_fold_version``, 1 for indexes created before it was recorded. Looked up
+        once per ``FOLD_VERSION_TTL_S`` (and after ``swap_alias``), not on every search."""
+        now = time.monotonic()
+        if self._fold is None or now - self._fold[1] > FOLD_VERSION_TTL_S:
+            version = FOLD_VERSION
+            if self.current_index() is not None:
+                mappings = self._os.indices.get_mapping(index=self.alias)
+                metas = [(m.get("mappings") or {}).get("_meta") or {} for m in mappings.values()]
+                version = min((int(meta.get("ocrloop_fold_version", 1)) for meta in metas), default=FOLD_VERSION)
+            self._fold = (version, now)
+        return self._fold[0]
+
     def knn_query(self, vector: Sequence[float], k: int, filters: Mapping[str, str] | None = None, *,
-                  ef_search: int = HNSW_EF_SEARCH) -> dict[str, Any]:
+                  ef_search: int = HNSW_EF_SEARCH, fold_version: int = FOLD_VERSION) -> dict[str, Any]:
         """The ``_search`` body of one k-NN query (pure): ``k`` nearest drawings with the filters
-        applied inside the graph search and ``method_parameters.ef_search = max(ef_search, k)``.
+        applied inside the graph search and ``method_parameters.ef_search = max(ef_search, k)``;
+        ``fold_version`` as in ``filter_clauses``.
 
         Raises:
             ValueError: malformed filters.
         """
         knn: dict[str, Any] = {"vector": list(vector), "k": k,
                                "method_parameters": {"ef_search": max(int(ef_search), int(k))}}
-        clauses = filter_clauses(filters)
+        clauses = filter_clauses(filters, fold_version)
         if clauses:
             knn["filter"] = {"bool": {"filter": clauses}}
         return {"size": k, "_source": {"excludes": ["embedding", FILTER_TEXT]}, "query": {"knn": {"embedding": knn}}}
@@ -325,13 +359,15 @@ class OpenSearchIndex:
         for row in rows:
             if len(row) != self.dim:
                 raise ValueError(f"query of {len(row)} values for a {self.dim}-d index")
+        fold_version = self.fold_version() if filters else FOLD_VERSION
         if len(rows) == 1:
-            responses = [self._os.search(index=self.alias, body=self.knn_query(rows[0], k, filters))]
+            responses = [self._os.search(index=self.alias,
+                                         body=self.knn_query(rows[0], k, filters, fold_version=fold_version))]
         else:
             body: list[dict[str, Any]] = []
             for row in rows:
                 body.append({"index": self.alias})
-                body.append(self.knn_query(row, k, filters))
+                body.append(self.knn_query(row, k, filters, fold_version=fold_version))
             responses = self._os.msearch(body=body)["responses"]
         return merge_hits(responses, k)
 
@@ -357,7 +393,7 @@ class OpenSearchIndex:
         Raises:
             ValueError: malformed filters.
         """
-        clauses = filter_clauses(filters)
+        clauses = filter_clauses(filters, self.fold_version() if filters else FOLD_VERSION)
         query = {"bool": {"filter": clauses}} if clauses else {"match_all": {}}
         ids: list[str] = []
         after: list[Any] | None = None

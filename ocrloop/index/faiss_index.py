@@ -21,8 +21,9 @@ every call (a ``stat``) and reload when it changes, as OpenSearch index aliases 
 
 Metadata and filters (``ocrloop.index.fields``): every upsert adds the title-block fields derived
 from the OCR ``text`` (part/drawing number, material, scale, revision, title) and stores each key's
-case-folded text; ``search(filters=...)`` matches case-folded substrings, the same semantics as the
-OpenSearch adapter. Filtering happens inside the search (``IndexVersion.search``): broad filters
+folded text (``fields.fold``: NFKC case folding plus the look-alikes drawings and OCR disagree on,
+``⌀``/``Ø``, ``x``/``×``, dashes); ``search(filters=...)`` matches folded substrings, the same
+semantics as the OpenSearch adapter. Filtering happens inside the search (``IndexVersion.search``): broad filters
 over-fetch graph candidates, selective ones are found through the trigram index and scored exactly,
 ``filter_plan`` picks between them from the share of matches among the first candidates.
 
@@ -39,6 +40,7 @@ import contextlib
 import datetime as _dt
 import fcntl
 import json
+import logging
 import math
 import os
 import re
@@ -53,9 +55,11 @@ import faiss
 import numpy as np
 
 from . import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, UNNAMED
-from .fields import check_filters, filter_texts, flatten_text, with_derived_fields
+from .fields import FOLD_VERSION, check_filters, filter_texts, flatten_text, with_derived_fields
 
 __all__ = ["FaissIndex", "IndexVersion", "flatten_text", "UNNAMED"]
+
+log = logging.getLogger(__name__)
 
 NORM_TOLERANCE = 1e-3
 """``upsert`` refuses vectors whose L2 norm differs from 1 by more than this (inner product equals
@@ -96,7 +100,7 @@ SCHEMA = (
         UNIQUE (label, field))""",
     "CREATE INDEX IF NOT EXISTS fields_by_field ON fields (field)",
     # External-content FTS5 over fields.folded (texts are stored once). The texts are already
-    # case-folded in Python, so the tokenizer must not fold again (case_sensitive 1).
+    # folded in Python (fields.fold), so the tokenizer must not fold again (case_sensitive 1).
     """CREATE VIRTUAL TABLE IF NOT EXISTS fields_fts USING fts5(
         folded, content='fields', content_rowid='id', tokenize='trigram case_sensitive 1')""",
     """CREATE TRIGGER IF NOT EXISTS fields_ai AFTER INSERT ON fields BEGIN
@@ -106,9 +110,10 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
 """SQLite layout of a version: ``docs`` (string id → int64 label + metadata JSON), ``fields`` (the
-case-folded text of each metadata key, ``fields.filter_texts``), ``fields_fts`` (trigram index
+folded text of each metadata key, ``fields.filter_texts``), ``fields_fts`` (trigram index
 of those texts: substring lookups without scanning, like OpenSearch's ``wildcard`` field) and
-``counters`` (``next_label``; ``live``: count of ``docs``, kept in step so ``count()`` does not
+``counters`` (``next_label``; ``fold_version``: the ``fields.FOLD_VERSION`` the texts were folded
+with, older ones are folded again on open; ``live``: count of ``docs``, kept in step so ``count()`` does not
 scan a million rows on every search)."""
 
 
@@ -246,10 +251,34 @@ class IndexVersion:
                 db.execute("DROP TABLE fields_v1")
             if db.execute("SELECT 1 FROM counters WHERE name='live'").fetchone() is None:
                 db.execute("INSERT INTO counters VALUES ('live', (SELECT count(*) FROM docs))")
+            row = db.execute("SELECT value FROM counters WHERE name='fold_version'").fetchone()
+            if row is None or row[0] != FOLD_VERSION:
+                if row is not None or db.execute("SELECT 1 FROM docs LIMIT 1").fetchone():
+                    self._refold()
+                db.execute("INSERT OR REPLACE INTO counters VALUES ('fold_version', ?)", (FOLD_VERSION,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _refold(self) -> None:
+        """Store every drawing's filter texts folded by the current ``fields.fold`` (a version
+        written by another ``FOLD_VERSION``), from the metadata in ``docs``: ``fields`` is
+        rewritten and its trigram index rebuilt in one go (FTS5 ``rebuild``), inside the caller's
+        transaction."""
+        db = self._db
+        n = db.execute("SELECT count(*) FROM docs").fetchone()[0]
+        log.warning("index version %s: folding the filter texts of %d drawings again (fold version %s)",
+                    self.folder.name, n, FOLD_VERSION)
+        db.execute("DROP TRIGGER IF EXISTS fields_ai")
+        db.execute("DROP TRIGGER IF EXISTS fields_ad")
+        db.execute("DELETE FROM fields")
+        db.executemany("INSERT INTO fields (label, field, folded) VALUES (?, ?, ?)",
+                       ((label, key, text) for label, meta in db.execute("SELECT label, metadata FROM docs ORDER BY label")
+                        for key, text in filter_texts(json.loads(meta)).items()))
+        db.execute("INSERT INTO fields_fts (fields_fts) VALUES ('rebuild')")
+        for statement in SCHEMA:  # the triggers again
+            db.execute(statement)
 
     # ---------------------------------------------------------------- faiss file
     def _new_index(self) -> faiss.IndexIDMap2:
@@ -510,8 +539,8 @@ class IndexVersion:
             vector: float32 ``[D]``, or a query set ``[R, D]`` (e.g. rotations): each id scores its
                 best row.
             k: results wanted (≥ 1).
-            filters: ``{field: substring}``, all must match: Unicode case-folded substring of the
-                field's text (``fields.flatten_text``: list items such as OCR lines are joined by
+            filters: ``{field: substring}``, all must match: folded substring (``fields.fold``) of
+                the field's folded text (``fields.flatten_text``: list items such as OCR lines are joined by
                 newlines). A missing or empty field never matches. Fields derived from the OCR
                 text (``fields.extract_fields``: part_number, drawing_number, material, scale,
                 revision, title) are filterable like any other key.

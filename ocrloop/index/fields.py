@@ -47,9 +47,10 @@ Derived fields in metadata (``with_derived_fields``)
 
 Filters (``check_filters``, ``filter_texts``)
     ``filters = {field: substring}``; a drawing matches when, for every field, the Unicode
-    case-folded substring (``str.casefold``) occurs in the case-folded text of that metadata
-    field (``flatten_text``: list items and dict values joined by newlines, numbers via
-    ``str``). A field that is missing, ``None`` or flattens to ``""`` never matches, not even
+    folded substring occurs in the folded text of that metadata field (``flatten_text``: list
+    items and dict values joined by newlines, numbers via ``str``). Folding is ``fold``: NFKC
+    case folding plus the look-alikes drawings and OCR disagree on (``⌀``/``Ø``, ``x``/``×``,
+    dashes), so a filter ``⌀20`` finds an OCR text ``Ø20``. A field that is missing, ``None`` or flattens to ``""`` never matches, not even
     ``""``. Both runtimes store the *same* folded texts computed here (SQLite locally; a
     ``wildcard`` field per metadata key on OpenSearch), so folding never depends on a database's
     collation.
@@ -58,16 +59,20 @@ Filters (``check_filters``, ``filter_texts``)
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any, Iterator, Mapping
 
 __all__ = [
     "DERIVED_KEY",
     "FIELDS",
+    "FOLD_VERSION",
+    "LOOKALIKES",
     "check_filters",
     "extract_fields",
     "filter_texts",
     "flatten_text",
     "fold",
+    "fold_v1",
     "with_derived_fields",
 ]
 
@@ -100,8 +105,33 @@ def flatten_text(value: Any) -> str:
     return str(value)
 
 
+LOOKALIKES = str.maketrans({
+    **dict.fromkeys("øØ∅φΦ", "⌀"),  # diameter: the signs OCR and fonts use for ⌀ (U+2300)
+    "×": "x",  # multiplication: "80x6" is typed with x in CAD text, read as × by PP-OCR rec
+    **dict.fromkeys("‐‑‒–—―−", "-"),  # hyphen, dashes and minus
+})
+"""Characters ``fold`` maps to one look-alike: what drawings write one way and OCR reads another
+(``bench/ocr_serving.py``'s ⌀ variants, ``x``/``×``, dash forms). Applied after case folding, so
+only lower-case forms (and signs without case) need listing."""
+
+FOLD_VERSION = 2
+"""Version of ``fold``: 1 was ``str.casefold`` alone; 2 adds NFKC and ``LOOKALIKES``. Stored texts
+folded by another version are folded again (``faiss_index``) or matched both ways (OpenSearch)."""
+
+
 def fold(text: str) -> str:
-    """Unicode full case folding (``str.casefold``: ``"Maßstab"`` → ``"massstab"``, ``"Ø"`` → ``"ø"``)."""
+    """Text → the form filters compare: Unicode NFKC case folding (NFKC, ``str.casefold``, NFKC
+    again, as ``NFKC_Casefold`` in Unicode UAX #44: ``"Maßstab"`` → ``"massstab"``, full-width
+    ``"ｒｏ"`` → ``"ro"``), then ``LOOKALIKES`` (``"Ø20"`` → ``"⌀20"``, ``"80×6"`` → ``"80x6"``).
+
+    On the bench's 27 test sheets, labelled strings of ≥ 3 characters found as a substring of the
+    sheet's OCR text: 97.4 % with case folding alone, 99.1 % with this fold (dev sheets: 94.9 →
+    97.0 %)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()).translate(LOOKALIKES)
+
+
+def fold_v1(text: str) -> str:
+    """``fold`` version 1 (``str.casefold``), for texts stored before version 2."""
     return text.casefold()
 
 
