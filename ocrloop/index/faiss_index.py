@@ -65,6 +65,12 @@ NORM_TOLERANCE = 1e-3
 """``upsert`` refuses vectors whose L2 norm differs from 1 by more than this (inner product equals
 cosine only for unit vectors; float32 normalisation is exact to ≈ 1e-7)."""
 
+SQLITE_BUSY_TIMEOUT_S = 600.0
+"""How long a connection waits for another process's write lock (s; ``sqlite3.connect(timeout=)``,
+default 5): opening a version folded by an older ``fields.FOLD_VERSION`` folds its texts again
+under the lock, 8 s per 100k drawings here (≈ 80 s at 1M), and a second process opening it
+meanwhile waits instead of failing with "database is locked"."""
+
 EXACT_FILTER_MAX = 4096
 """A filter matching at most this many live drawings is answered exactly (dot products over the
 matching vectors: 4096 × 1024-d took ≈ 40 ms p50 on the shared 2-core dev machine under load 5,
@@ -224,7 +230,8 @@ class IndexVersion:
         self.embedder_name = str(self.meta["embedder"])
         self.ef_search = int(self.meta.get("ef_search", HNSW_EF_SEARCH))
         self._mutex = threading.RLock()
-        self._db = sqlite3.connect(self.folder / "docs.sqlite", check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self.folder / "docs.sqlite", check_same_thread=False, isolation_level=None,
+                                   timeout=SQLITE_BUSY_TIMEOUT_S)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._create_schema()
