@@ -57,7 +57,10 @@ least 30 % of its polygon reads the same string — *exact* (whitespace runs col
 (additionally Ø ø ∅ Φ read as ⌀) and *⌀, no spaces* (additionally ignoring spaces). Recall is also
 split by text direction in the image (0°, +90° reading bottom-to-top, −90°, 180°) and by dpi;
 misses of horizontal and vertical lines are counted by cause (``miss_causes``: undetected, split,
-merged, confusable — case, ``x``/``×`` or spaces only — or misread).
+merged, confusable — case, ``x``/``×`` or spaces only — or misread). *found* (``filter_found``):
+what a search filter on the drawing's OCR text finds — the share of labelled strings of ≥ 3
+characters that occur in the sheet's OCR text, both folded as the index folds them
+(``ocrloop.index.fields.fold``; the JSON also gives case folding alone).
 
 Direction pairs (ocrloop engine, ``direction_pairs``): every sheet is read a second time turned
 by 90°, so each labelled line is read once lying and once standing; the exact recall of the same
@@ -407,6 +410,22 @@ def direction_pairs(sheets: Sequence[Sheet], images: Sequence[np.ndarray], preds
             "vertical_lines": {"lines": len(from_vertical),
                                "standing_recall": round(float(np.mean([a for a, _ in from_vertical])), 4) if from_vertical else None,
                                "lying_recall": round(float(np.mean([b for _, b in from_vertical])), 4) if from_vertical else None}}
+
+
+def filter_found(sheets: Sequence[Sheet], preds: Sequence[Sequence[tuple[np.ndarray, str]]],
+                 fold: Callable[[str], str]) -> dict:
+    """What a text filter on the OCR text finds: the share of labelled strings of ≥ 3 characters
+    that occur, folded by ``fold``, as a substring of their sheet's folded OCR text (the predicted
+    lines joined by newlines, as ``ocrloop.index.fields.flatten_text`` stores a list of lines).
+    Unlike recall it ignores where a string was read and how det cut the lines around it."""
+    found = n = 0
+    for s, p in zip(sheets, preds):
+        text = fold("\n".join(t for _poly, t in p))
+        for t in s.texts:
+            if len(t["text"].strip()) >= 3:
+                n += 1
+                found += fold(t["text"].strip()) in text
+    return {"found": round(found / n, 4) if n else None, "strings": n}
 
 
 def summarize(sheets: Sequence[Sheet], hits: Sequence[dict[str, list[bool]]]) -> dict:
@@ -806,6 +825,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for runner in runners.values():
             runner.close()
+    from ocrloop.index.fields import fold, fold_v1
+
     results = []
     for key, runner in runners.items():
         row = rows[key]
@@ -818,6 +839,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "wall_s": round(row["wall_s"], 2), "load_avg_1m_mean": round(float(np.mean(row["load"])), 2),
             "predicted_lines": int(sum(len(p) for p in row["preds"])), **summarize(sheets, hits),
             "missed_examples": [t["text"] for s, h in zip(sheets, hits) for t, ok in zip(s.texts, h["exact"]) if not ok][:12],
+            "filter_found": filter_found(sheets, row["preds"], fold),
+            "filter_found_casefold": filter_found(sheets, row["preds"], fold_v1),
         }
         causes: dict[str, dict[str, int]] = {"horizontal": {}, "vertical": {}}
         vertical_missed = []
@@ -840,11 +863,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "engine" in rows:
         print("direction pairs (every sheet read again turned by 90°):", flush=True)
         pairs = direction_pairs(sheets, images, rows["engine"]["preds"], model_dir)
-        print(f"  {pairs['lines']} lines: standing {pairs['standing_recall']:.3f}, lying {pairs['lying_recall']:.3f} "
-              f"(gap {pairs['gap_points']:+.2f} pts); read only lying {pairs['read_only_lying']}, only standing "
-              f"{pairs['read_only_standing']}, neither {pairs['read_in_neither']}; the {pairs['vertical_lines']['lines']} "
-              f"vertical lines: standing {pairs['vertical_lines']['standing_recall']:.3f}, lying "
-              f"{pairs['vertical_lines']['lying_recall']:.3f}", flush=True)
+        vertical = pairs["vertical_lines"]
+        print(f"  {pairs['lines']} lines: standing {_fmt(pairs['standing_recall']).strip()}, lying {_fmt(pairs['lying_recall']).strip()} "
+              f"(gap {'-' if pairs['gap_points'] is None else format(pairs['gap_points'], '+.2f')} pts); read only lying {pairs['read_only_lying']}, only standing "
+              f"{pairs['read_only_standing']}, neither {pairs['read_in_neither']}; the {vertical['lines']} "
+              f"vertical lines: standing {_fmt(vertical['standing_recall']).strip()}, lying {_fmt(vertical['lying_recall']).strip()}",
+              flush=True)
 
     sweeps = {}
     if not args.no_sweeps:
@@ -864,13 +888,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "recall_exact_points": round(100 * (ref[ours]["recall_exact"] - ref[theirs]["recall_exact"]), 1)}
 
     print()
-    header = f"{'row':58s} {'conc':>4s} {'sheets/s':>8s} {'p50 s':>6s} {'p95 s':>6s} {'exact':>6s} {'⌀':>6s} {'nosp':>6s} {'horiz':>6s} {'vert':>6s}"
+    header = (f"{'row':58s} {'conc':>4s} {'sheets/s':>8s} {'p50 s':>6s} {'p95 s':>6s} {'exact':>6s} {'⌀':>6s} {'nosp':>6s} "
+              f"{'horiz':>6s} {'vert':>6s} {'found':>6s}")
     print(header)
     print("-" * len(header))
     for r in results:
         print(f"{r['name'][:58]:58s} {r['concurrency']:4d} {r['sheets_per_s']:8.3f} {r['latency_p50_s']:6.2f} {r['latency_p95_s']:6.2f} "
               f"{r['recall_exact']:6.3f} {r['recall_diameter']:6.3f} {r['recall_nospace']:6.3f} "
-              f"{_fmt(r['horizontal']['exact']['recall'])} {_fmt(r['vertical']['exact']['recall'])}")
+              f"{_fmt(r['horizontal']['exact']['recall'])} {_fmt(r['vertical']['exact']['recall'])} "
+              f"{_fmt(r['filter_found']['found'])}")
     for k, v in ratios.items():
         print(f"  {k}: {v['sheets_per_s']:.2f}× sheets/s, {v['recall_exact_points']:+.1f} points exact recall")
     for r in results:
