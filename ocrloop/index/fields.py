@@ -46,14 +46,14 @@ Derived fields in metadata (``with_derived_fields``)
     replaces ``text``) drops the stale derived values and derives them again.
 
 Filters (``check_filters``, ``filter_texts``)
-    ``filters = {field: substring}``; a drawing matches when, for every field, the Unicode
-    folded substring occurs in the folded text of that metadata field (``flatten_text``: list
-    items and dict values joined by newlines, numbers via ``str``). Folding is ``fold``: NFKC
-    case folding plus the look-alikes drawings and OCR disagree on (``⌀``/``Ø``, ``x``/``×``,
-    dashes), so a filter ``⌀20`` finds an OCR text ``Ø20``. A field that is missing, ``None`` or flattens to ``""`` never matches, not even
-    ``""``. Both runtimes store the *same* folded texts computed here (SQLite locally; a
-    ``wildcard`` field per metadata key on OpenSearch), so folding never depends on a database's
-    collation.
+    ``filters = {field: substring}``; a drawing matches when, for every field, the folded
+    substring occurs in the folded text of that metadata field (``flatten_text``: list items and
+    dict values joined by newlines, numbers via ``str``). Folding is ``fold``: NFKC case folding
+    plus the look-alikes drawings and OCR disagree on (``⌀``/``Ø``, ``x``/``×``, dashes), so a
+    filter ``⌀20`` finds an OCR text ``Ø20``. A field that is missing, ``None`` or flattens to
+    ``""`` never matches, not even ``""``. Both runtimes store the *same* folded texts computed
+    here (SQLite locally; a ``wildcard`` field per metadata key on OpenSearch), so folding never
+    depends on a database's collation.
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ LOOKALIKES = str.maketrans({
     **dict.fromkeys("‐‑‒–—―−", "-"),  # hyphen, dashes and minus
 })
 """Characters ``fold`` maps to one look-alike: what drawings write one way and OCR reads another
-(``bench/ocr_serving.py``'s ⌀ variants, ``x``/``×``, dash forms). Applied after case folding, so
-only lower-case forms (and signs without case) need listing."""
+(``bench/ocr_serving.py``'s ⌀ variants, ``x``/``×``, dash forms). Applied after case folding;
+the upper-case ``Ø`` and ``Φ`` are listed for the reader, case folding already lowers them."""
 
 FOLD_VERSION = 2
 """Version of ``fold``: 1 was ``str.casefold`` alone; 2 adds NFKC and ``LOOKALIKES``. Stored texts
@@ -121,7 +121,7 @@ folded by another version are folded again (``faiss_index``) or matched both way
 
 def fold(text: str) -> str:
     """Text → the form filters compare: Unicode NFKC case folding (NFKC, ``str.casefold``, NFKC
-    again, as ``NFKC_Casefold`` in Unicode UAX #44: ``"Maßstab"`` → ``"massstab"``, full-width
+    again, close to ``NFKC_Casefold`` of Unicode UAX #44: ``"Maßstab"`` → ``"massstab"``, full-width
     ``"ｒｏ"`` → ``"ro"``), then ``LOOKALIKES`` (``"Ø20"`` → ``"⌀20"``, ``"80×6"`` → ``"80x6"``).
 
     On the bench's 27 test sheets, labelled strings of ≥ 3 characters found as a substring of the
