@@ -55,6 +55,7 @@ import importlib.util
 import json
 import logging
 import math
+import re
 import threading
 import time
 import types
@@ -792,14 +793,15 @@ class OcrEngine:
             slots.append(list(range(len(inputs), len(inputs) + len(views))))
             inputs.extend(views)
         results = self.recognize(inputs)
-        best_view = [max(ks, key=lambda k: results[k][1]) for ks in slots]
-        best = [(results[k][0] if not RESPACE else respace(results[k][0], inputs[k], self.tile_params.ink_level),
-                 results[k][1]) for k in best_view]
-        gray = self._local.gray
-        for i, k in enumerate(best_view):  # a dimension line read as a dash?
-            text, score = best[i]
-            view_turns = turns[i] + (2 if plan[i] == "180" or k != slots[i][0] else 0)
-            best[i] = (strip_line_dashes(text, gray, boxes[i], view_turns, self.tile_params.ink_level), score)
+        gray, ink_level = self._local.gray, self.tile_params.ink_level
+        best = []
+        for i, ks in enumerate(slots):
+            k = max(ks, key=lambda j: results[j][1])
+            text, score = results[k]
+            if RESPACE:
+                text = respace(text, inputs[k], ink_level)
+            view_turns = turns[i] + (2 if plan[i] == "180" or k != ks[0] else 0)
+            best.append((strip_line_dashes(text, gray, boxes[i], view_turns, ink_level), score))  # line read as dash?
         keep = [i for i, (text, score) in enumerate(best) if text.strip() and score >= self.drop_score]
         keep = [keep[k] for k in dedup_lines([boxes[i] for i in keep], [best[i][0] for i in keep],
                                              [best[i][1] for i in keep], weighted=True)]
@@ -954,7 +956,9 @@ def respace(text: str, crop: np.ndarray, ink_level: int = 160, tight: float = 1.
         text: the reading.
         crop: the line crop as read, uint8 ``[h, w, 3]`` or ``[h, w]``.
     """
-    chars = [c for c in text if c != " "]
+    # Each non-space character, and whether rec put a space before it.
+    read = re.findall(r"( *)([^ ])", text)
+    chars = [c for _spaces, c in read]
     if len(chars) < 4:
         return text
     spans = glyph_spans(crop, ink_level)
@@ -965,12 +969,6 @@ def respace(text: str, crop: np.ndarray, ink_level: int = 160, tight: float = 1.
     centres = np.array([(a + b) / 2 for a, b in spans], dtype=np.float32)
     pitch = np.diff(centres)
     gap_med, pitch_med = float(np.median(gaps)), float(np.median(pitch))
-    spaced, seen, k = [False] * len(chars), False, 0
-    for c in text:  # whether rec put a space before each non-space character
-        if c == " ":
-            seen = True
-            continue
-        spaced[k], seen, k = seen and k > 0, False, k + 1
     out = [chars[0]]
     for k in range(1, len(chars)):
         g, d = gaps[k - 1], pitch[k - 1]
@@ -979,7 +977,7 @@ def respace(text: str, crop: np.ndarray, ink_level: int = 160, tight: float = 1.
         elif g <= tight * gap_med and d <= tight * pitch_med:
             space = False
         else:
-            space = spaced[k]
+            space = bool(read[k][0])
         out.append((" " if space else "") + chars[k])
     return "".join(out)
 
