@@ -23,9 +23,10 @@ Metadata and filters (``ocrloop.index.fields``): every upsert adds the title-blo
 from the OCR ``text`` (part/drawing number, material, scale, revision, title) and stores each key's
 folded text (``fields.fold``: NFKC case folding plus the look-alikes drawings and OCR disagree on,
 ``⌀``/``Ø``, ``x``/``×``, dashes); ``search(filters=...)`` matches folded substrings, the same
-semantics as the OpenSearch adapter. Filtering happens inside the search (``IndexVersion.search``): broad filters
-over-fetch graph candidates, selective ones are found through the trigram index and scored exactly,
-``filter_plan`` picks between them from the share of matches among the first candidates.
+semantics as the OpenSearch adapter. Filtering happens inside the search (``IndexVersion.search``):
+broad filters over-fetch graph candidates, selective ones are found through the trigram index and
+scored exactly, ``filter_plan`` picks between them from the share of matches among the first
+candidates.
 
 Crash consistency: writes save ``index.faiss`` (temp + ``os.replace``) *before* committing SQLite.
 A crash in between leaves vectors no row points to, i.e. tombstones, never a row without its vector;
@@ -119,8 +120,8 @@ SCHEMA = (
 folded text of each metadata key, ``fields.filter_texts``), ``fields_fts`` (trigram index
 of those texts: substring lookups without scanning, like OpenSearch's ``wildcard`` field) and
 ``counters`` (``next_label``; ``fold_version``: the ``fields.FOLD_VERSION`` the texts were folded
-with, older ones are folded again on open; ``live``: count of ``docs``, kept in step so ``count()`` does not
-scan a million rows on every search)."""
+with, older ones are folded again on open; ``live``: count of ``docs``, kept in step so
+``count()`` does not scan a million rows on every search)."""
 
 
 def filter_plan(k: int, live: int, seen: int, share: float, factor: float) -> tuple[str, float]:
