@@ -345,6 +345,85 @@ def test_respace_recovers_words_whatever_rec_did_with_spaces(word_lengths, lette
     assert respace(read, _blob_crop(widths, gaps)) == (truth if n >= 4 else read)
 
 
+def test_x_and_times_are_read_as_drawn(engine, monkeypatch):
+    """osifont (ISO 3098 lettering) draws the letter x on the baseline and the sign × raised and
+    square; rec alone confuses them both ways on this page."""
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    import ocrloop.ocr.engine as engine_module
+
+    font = ImageFont.truetype(str(Path("/usr/share/fonts/truetype/osifont/osifont.ttf")), 28)
+    lines = ["80x6,3", "4x(13)", "2×M16", "150x90x12", "Element 1 x 2", "4× M10"]
+    page = Image.new("L", (700, 100 + 70 * len(lines)), 255)
+    draw = ImageDraw.Draw(page)
+    for n, text in enumerate(lines):
+        draw.text((60, 50 + 70 * n), text, font=font, fill=0)
+    page = np.repeat(np.asarray(page)[:, :, None], 3, axis=2).copy()
+    assert sorted(line.text for line in engine.read(page)) == sorted(lines)
+    monkeypatch.setattr(engine_module, "READ_X_GLYPHS", False)
+    assert sorted(line.text for line in engine.read(page)) != sorted(lines)
+
+
+def _glyph_crop(glyphs, h=40, gap=5):
+    """A grey line crop of solid glyph blobs ``(width, top, bottom)`` px, ``gap`` px apart."""
+    crop = np.full((h, sum(w for w, _t, _b in glyphs) + gap * len(glyphs) + 20), 255, np.uint8)
+    x = 10
+    for w, top, bottom in glyphs:
+        crop[top:bottom, x:x + w] = 0
+        x += w + gap
+    return crop
+
+
+DIGIT = (11, 10, 30)  # capital height 20 px, baseline at row 30
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 4), st.sampled_from("x×"), st.data())
+def test_x_or_times_follows_where_the_glyph_stands(before, after, read_as, data):
+    """Whatever rec read, a narrow x-height glyph on the baseline is the letter and a raised
+    square one the sign; an x-height square on the baseline (DejaVu's ×) is left to rec."""
+    from ocrloop.ocr.engine import x_or_times
+
+    letter = (data.draw(st.integers(9, 11)), data.draw(st.integers(16, 17)), 30)  # 0.65-0.7 h tall
+    sign = (data.draw(st.integers(9, 11)), 13, 13 + data.draw(st.integers(9, 11)))  # 0.35 h up
+    square = (14, 15, 30)
+    digits = "1234567890"
+    text = digits[:before] + read_as + digits[:after]
+    line = [DIGIT] * before + [letter] + [DIGIT] * after
+    assert x_or_times(text, _glyph_crop(line)) == text.replace(read_as, "x")
+    line[before] = sign
+    assert x_or_times(text, _glyph_crop(line)) == text.replace(read_as, "×")
+    line[before] = square
+    assert x_or_times(text, _glyph_crop(line)) == text
+
+
+def test_x_or_times_leaves_what_it_cannot_pair_or_measure():
+    from ocrloop.ocr.engine import x_or_times
+
+    letter = (9, 16, 30)
+    assert x_or_times("80×6", _glyph_crop([DIGIT, DIGIT, letter])) == "80×6"  # 4 characters, 3 blobs
+    assert x_or_times("a×b", _glyph_crop([letter, letter, letter])) == "a×b"  # no capital or digit
+    assert x_or_times("80 × 6", _glyph_crop([DIGIT, DIGIT, letter, DIGIT])) == "80 x 6"  # spaces kept
+    assert x_or_times("806", _glyph_crop([DIGIT] * 3)) == "806"
+
+
+def test_glyph_boxes_drop_a_line_running_out_of_the_crop():
+    """A leader crossing the crop's top edge is no glyph; a glyph touching a side edge is kept."""
+    from ocrloop.ocr.engine import glyph_boxes
+
+    crop = _glyph_crop([DIGIT, DIGIT])
+    plain = glyph_boxes(crop)
+    assert plain == [(10, 21, 10, 30), (26, 37, 10, 30)]
+    leader = crop.copy()
+    for k in range(8):  # a 1 px diagonal from the top edge, clear of the glyphs
+        leader[k, crop.shape[1] - 12 + k] = 0
+    assert glyph_boxes(leader) == plain
+    edge = crop[:, 10:].copy()  # the first glyph now touches the left edge
+    assert glyph_boxes(edge)[0] == (0, 11, 10, 30)
+
+
 @pytest.mark.parametrize("turns", [0, 1, 2, 3])
 def test_margin_view_shows_the_surroundings_as_the_crop_is_read(turns):
     from rapidocr.utils.process_img import get_rotate_crop_image

@@ -113,6 +113,9 @@ LINE_MARGIN = 0.5
 line runs on for far longer, while the next word of a sentence starts within about one."""
 RESPACE = True
 """``OcrEngine.read`` sets each line's spaces from its glyph gaps (``respace``); ``False`` keeps rec's."""
+READ_X_GLYPHS = True
+"""``OcrEngine.read`` settles each ``x``/``×`` by where its glyph stands (``x_or_times``); ``False``
+keeps rec's."""
 CLS_IMAGE_SHAPE = (3, 48, 192)
 """Input of PP-OCR's ``ch_ppocr_mobile_v2.0_cls`` (RapidOCR ``CLS_SHAPE_BY_OCR_VERSION`` v4)."""
 
@@ -800,6 +803,8 @@ class OcrEngine:
             text, score = results[k]
             if RESPACE:
                 text = respace(text, inputs[k], ink_level)
+            if READ_X_GLYPHS:
+                text = x_or_times(text, inputs[k], ink_level)
             view_turns = turns[i] + (2 if plan[i] == "180" or k != ks[0] else 0)
             best.append((strip_line_dashes(text, gray, boxes[i], view_turns, ink_level), score))  # line read as dash?
         keep = [i for i, (text, score) in enumerate(best) if text.strip() and score >= self.drop_score]
@@ -916,18 +921,42 @@ def strip_line_dashes(text: str, gray: np.ndarray, box: np.ndarray, turns: int, 
     return out or text
 
 
-def glyph_spans(crop: np.ndarray, ink_level: int = 160) -> list[tuple[int, int]]:
-    """Column spans ``[(x0, x1)]`` (px, left to right) of the ink blobs of a line crop (BGR or grey
-    uint8, text running left to right): maximal runs of columns holding ink, once straight
-    horizontal strokes at least 1.5 crop heights long (underlines, dimension lines) are removed so
-    that they do not join the glyphs they run under."""
+def glyph_boxes(crop: np.ndarray, ink_level: int = 160) -> list[tuple[int, int, int, int]]:
+    """Boxes ``[(x0, x1, y0, y1)]`` (px, half-open, left to right) of the ink blobs of a line crop
+    (BGR or grey uint8, text running left to right): maximal runs of columns holding ink, each with
+    the rows its ink spans.
+
+    Two kinds of ink are removed first so that they neither join glyphs nor count as one:
+    straight horizontal strokes at least 1.5 crop heights long (underlines, dimension lines), and
+    thin strokes (area ≤ 2.5 px × their longer side) that run out of the crop through its top or
+    bottom edge, or through a side while less than 0.3 crop heights tall: the ends of leaders and
+    extension lines that det took into the box. PP-OCR det's unclip (DBNet's offset D = A·r / L)
+    pads the glyphs themselves away from the crop's top and bottom edges.
+    """
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
     h = gray.shape[0]
     ink = (gray < ink_level).astype(np.uint8)
     rules = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, max(3, int(1.5 * h))), np.uint8))
-    cols = np.concatenate([[False], (ink & (1 - rules)).any(axis=0), [False]])
+    ink &= 1 - rules
+    _n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    x, y, bw, bh, area = stats[1:].T
+    out = (y == 0) | (y + bh == h) | (((x == 0) | (x + bw == ink.shape[1])) & (bh < 0.3 * h))
+    drop = np.flatnonzero(out & (area <= 2.5 * np.maximum(bw, bh))) + 1
+    if drop.size:
+        ink[np.isin(labels, drop)] = 0
+    cols = np.concatenate([[False], ink.any(axis=0), [False]])
     edges = np.flatnonzero(cols[1:] != cols[:-1])
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+    boxes = []
+    for a, b in zip(edges[::2], edges[1::2]):
+        rows = np.flatnonzero(ink[:, a:b].any(axis=1))
+        boxes.append((int(a), int(b), int(rows[0]), int(rows[-1]) + 1))
+    return boxes
+
+
+def glyph_spans(crop: np.ndarray, ink_level: int = 160) -> list[tuple[int, int]]:
+    """Column spans ``[(x0, x1)]`` (px, left to right) of the ink blobs of a line crop: the column
+    extents of ``glyph_boxes``."""
+    return [(x0, x1) for x0, x1, _y0, _y1 in glyph_boxes(crop, ink_level)]
 
 
 def respace(text: str, crop: np.ndarray, ink_level: int = 160, tight: float = 1.3, wide: float = 1.8,
@@ -979,6 +1008,76 @@ def respace(text: str, crop: np.ndarray, ink_level: int = 160, tight: float = 1.
         else:
             space = bool(read[k][0])
         out.append((" " if space else "") + chars[k])
+    return "".join(out)
+
+
+BASELINE_CHARS = frozenset("0123456789ABCDEFGHIKLMNOPRSTUVWXYZ")
+"""Characters whose glyphs stand on the baseline and reach the cap line in Latin fonts (no
+descender; ``J`` and ``Q`` dip below the baseline in many): ``x_or_times`` measures a line's
+baseline and capital height on these."""
+
+
+def x_or_times(text: str, crop: np.ndarray, ink_level: int = 160, on_baseline: float = 0.05,
+               x_height: float = 0.74, x_aspect: float = 0.8, raised: float = 0.10,
+               times_height: float = 0.6) -> str:
+    """Each ``x``/``×`` of a line read as the glyph drawn.
+
+    Drafters write a count or a size with the letter (``4x(13)``, ``80x6,3``: SHX fonts and
+    keyboards have no ``×``), ISO 129-1 with the multiplication sign (``4× ⌀10``), and PP-OCR rec
+    reads the straight-stroked ``x`` of CAD lettering as ``×`` and back. The glyphs stand
+    differently: the letter stands on the baseline, reaches the x-height (0.64–0.75 h in the
+    fonts below, h the capital height) and, in CAD lettering, is narrower than tall; the sign is a
+    turned ``+``, as wide as tall, centred on the mathematical axis. Measured (glyph bounding
+    boxes, in h): osifont (ISO 3098 lettering, the corpus font) ``x`` 0–0.70 and 0.50 wide, ``×``
+    0.14–0.64 and 0.50 wide; DejaVu Sans ``x`` 0–0.74, ``×`` 0.04–0.80, which at a drawing's pixel
+    sizes are told apart by width alone, if at all.
+
+    When the crop's ink blobs (``glyph_boxes``) pair one-to-one with the reading's non-space
+    characters and at least one is a ``BASELINE_CHARS`` character, the baseline is fitted to
+    their bottoms and h is their median height above it. An ``x`` or ``×`` glyph whose bottom is
+    within ``on_baseline`` h of the baseline, at most ``x_height`` h tall and at most ``x_aspect``
+    times as wide as tall (+ 1 px of anti-aliasing) is read ``x``; one raised at least ``raised``
+    h above the baseline and at most ``times_height`` h tall is read ``×``; any other is left as rec
+    read it. On lines rendered in 7 fonts (osifont, DejaVu Sans/Bold/Condensed/Serif/Mono, STIX)
+    at 18, 28 and 44 px, 12 readings were corrected and none made wrong.
+
+    Args:
+        text: the reading.
+        crop: the line crop as read (text running left to right), uint8 ``[h, w, 3]`` or ``[h, w]``.
+
+    Returns:
+        ``text`` with each ``x``/``×`` settled; other characters and spaces unchanged.
+    """
+    if "x" not in text and "×" not in text:
+        return text
+    chars = [(i, c) for i, c in enumerate(text) if c != " "]
+    boxes = glyph_boxes(crop, ink_level)
+    if len(boxes) != len(chars):
+        return text
+    ref = [b for (_i, c), b in zip(chars, boxes) if c in BASELINE_CHARS]
+    if not ref:
+        return text
+    centre = np.array([(x0 + x1) / 2 for x0, x1, _y0, _y1 in ref])
+    bottom = np.array([y1 for _x0, _x1, _y0, y1 in ref], dtype=np.float64)
+    # The baseline as a line (a crop may be skewed by a degree or two): Theil–Sen, the median of the
+    # pairwise slopes (P. K. Sen, JASA 63(324), 1968), so that a glyph joined to an underline does
+    # not tilt it.
+    i, j = np.triu_indices(len(ref), 1)
+    pairs = centre[j] != centre[i]
+    slope = float(np.median((bottom[j] - bottom[i])[pairs] / (centre[j] - centre[i])[pairs])) if pairs.any() else 0.0
+    intercept = float(np.median(bottom - slope * centre))
+    cap = float(np.median([intercept + slope * (x0 + x1) / 2 - y0 for x0, x1, y0, _y1 in ref]))
+    if cap < 1:
+        return text
+    out = list(text)
+    for (i, c), (x0, x1, y0, y1) in zip(chars, boxes):
+        if c not in "x×":
+            continue
+        rise, height = (intercept + slope * (x0 + x1) / 2 - y1) / cap, (y1 - y0) / cap
+        if abs(rise) <= on_baseline and height <= x_height and x1 - x0 <= x_aspect * (y1 - y0) + 1:
+            out[i] = "x"
+        elif rise >= raised and height <= times_height:
+            out[i] = "×"
     return "".join(out)
 
 
@@ -1094,6 +1193,6 @@ def _check_image(image: np.ndarray) -> None:
 
 __all__ = ["OcrEngine", "Line", "DetParams", "TileParams", "ModelLoadError", "default_det_model_path",
            "strip_line_dashes", "line_leaves_box", "margin_view", "DASHES", "respace", "glyph_spans",
-           "RESPACE",
+           "glyph_boxes", "x_or_times", "BASELINE_CHARS", "RESPACE", "READ_X_GLYPHS",
            "default_cls_model_path", "det_resize_shape", "read_character_list", "rec_batch_width",
            "ENGINES", "ORIENTATIONS"]
