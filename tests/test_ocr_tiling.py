@@ -422,6 +422,13 @@ def test_glyph_boxes_drop_a_line_running_out_of_the_crop():
     assert glyph_boxes(leader) == plain
     edge = crop[:, 10:].copy()  # the first glyph now touches the left edge
     assert glyph_boxes(edge)[0] == (0, 11, 10, 30)
+    comma = crop.copy()
+    comma[30:, 22:24] = 0  # a comma's tail between the glyphs, down to the bottom edge
+    assert glyph_boxes(comma) == plain[:1] + [(22, 24, 30, 40)] + plain[1:]
+    slanted = crop.copy()
+    for k in range(crop.shape[1]):  # an underline dropping 2 px along the line, clear of the glyphs
+        slanted[37 + (2 * k) // crop.shape[1], k] = 0
+    assert glyph_boxes(slanted) == plain
 
 
 @pytest.mark.parametrize("turns", [0, 1, 2, 3])

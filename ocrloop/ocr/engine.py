@@ -926,24 +926,25 @@ def glyph_boxes(crop: np.ndarray, ink_level: int = 160) -> list[tuple[int, int, 
     (BGR or grey uint8, text running left to right): maximal runs of columns holding ink, each with
     the rows its ink spans.
 
-    Two kinds of ink are removed first so that they neither join glyphs nor count as one:
-    straight horizontal strokes at least 1.5 crop heights long (underlines, dimension lines), and
-    thin strokes (area ≤ 2.5 px × their longer side) that run out of the crop through its top or
-    bottom edge, or through a side while less than 0.3 crop heights tall: the ends of leaders and
-    extension lines that det took into the box. PP-OCR det's unclip (DBNet's offset D = A·r / L)
-    pads the glyphs themselves away from the crop's top and bottom edges.
+    Two kinds of ink are removed first so that they neither join glyphs nor count as one. First,
+    thin strokes (8-connected, area ≤ 2.5 px × their longer side) that run out of the crop
+    through its top edge, through its bottom edge while at least 0.3 crop heights long (a comma's
+    tail may touch it), or through a side while less than 0.3 crop heights tall: the ends of
+    leaders, extension lines and slanted underlines that det took into the box (PP-OCR det's
+    unclip, DBNet's offset D = A·r / L, pads the glyphs themselves away from the edges). Then
+    straight horizontal strokes at least 1.5 crop heights long (underlines, dimension lines).
     """
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
     h = gray.shape[0]
     ink = (gray < ink_level).astype(np.uint8)
-    rules = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, max(3, int(1.5 * h))), np.uint8))
-    ink &= 1 - rules
     _n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     x, y, bw, bh, area = stats[1:].T
-    out = (y == 0) | (y + bh == h) | (((x == 0) | (x + bw == ink.shape[1])) & (bh < 0.3 * h))
+    out = (y == 0) | ((y + bh == h) & (np.maximum(bw, bh) >= 0.3 * h)) | (((x == 0) | (x + bw == ink.shape[1])) & (bh < 0.3 * h))
     drop = np.flatnonzero(out & (area <= 2.5 * np.maximum(bw, bh))) + 1
     if drop.size:
         ink[np.isin(labels, drop)] = 0
+    rules = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, max(3, int(1.5 * h))), np.uint8))
+    ink &= 1 - rules
     cols = np.concatenate([[False], ink.any(axis=0), [False]])
     edges = np.flatnonzero(cols[1:] != cols[:-1])
     boxes = []
