@@ -939,8 +939,10 @@ def glyph_boxes(crop: np.ndarray, ink_level: int = 160) -> list[tuple[int, int, 
     ink = (gray < ink_level).astype(np.uint8)
     _n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     x, y, bw, bh, area = stats[1:].T
-    out = (y == 0) | ((y + bh == h) & (np.maximum(bw, bh) >= 0.3 * h)) | (((x == 0) | (x + bw == ink.shape[1])) & (bh < 0.3 * h))
-    drop = np.flatnonzero(out & (area <= 2.5 * np.maximum(bw, bh))) + 1
+    long_side = np.maximum(bw, bh)
+    out = ((y == 0) | ((y + bh == h) & (long_side >= 0.3 * h))
+           | (((x == 0) | (x + bw == ink.shape[1])) & (bh < 0.3 * h)))
+    drop = np.flatnonzero(out & (area <= 2.5 * long_side)) + 1
     if drop.size:
         ink[np.isin(labels, drop)] = 0
     rules = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, max(3, int(1.5 * h))), np.uint8))
@@ -1034,8 +1036,8 @@ def x_or_times(text: str, crop: np.ndarray, ink_level: int = 160, on_baseline: f
     sizes are told apart by width alone, if at all.
 
     When the crop's ink blobs (``glyph_boxes``) pair one-to-one with the reading's non-space
-    characters and at least one is a ``BASELINE_CHARS`` character, the baseline is fitted to
-    their bottoms and h is their median height above it. An ``x`` or ``×`` glyph whose bottom is
+    characters and at least one is a ``BASELINE_CHARS`` character, the baseline is the line
+    fitted to their bottoms (Theil–Sen) and h is their median height above it. An ``x`` or ``×`` glyph whose bottom is
     within ``on_baseline`` h of the baseline, at most ``x_height`` h tall and at most ``x_aspect``
     times as wide as tall (+ 1 px of anti-aliasing) is read ``x``; one raised at least ``raised``
     h above the baseline and at most ``times_height`` h tall is read ``×``; any other is left as rec
@@ -1063,9 +1065,10 @@ def x_or_times(text: str, crop: np.ndarray, ink_level: int = 160, on_baseline: f
     # The baseline as a line (a crop may be skewed by a degree or two): Theil–Sen, the median of the
     # pairwise slopes (P. K. Sen, JASA 63(324), 1968), so that a glyph joined to an underline does
     # not tilt it.
-    i, j = np.triu_indices(len(ref), 1)
-    pairs = centre[j] != centre[i]
-    slope = float(np.median((bottom[j] - bottom[i])[pairs] / (centre[j] - centre[i])[pairs])) if pairs.any() else 0.0
+    lo, hi = np.triu_indices(len(ref), 1)
+    pairs = centre[hi] != centre[lo]
+    slopes = (bottom[hi] - bottom[lo])[pairs] / (centre[hi] - centre[lo])[pairs]
+    slope = float(np.median(slopes)) if slopes.size else 0.0
     intercept = float(np.median(bottom - slope * centre))
     cap = float(np.median([intercept + slope * (x0 + x1) / 2 - y0 for x0, x1, y0, _y1 in ref]))
     if cap < 1:
