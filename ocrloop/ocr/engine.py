@@ -41,7 +41,9 @@ library pieces rather than rewritten, plus what whole drawing sheets need:
   which ends with its glyph, is kept;
 * spaces: rec drops word spaces and reads wide letter spacing as one; each line's spaces are set
   from the blanks between its glyphs and their pitch (``respace``) where rec's reading and the
-  glyphs pair one-to-one.
+  glyphs pair one-to-one;
+* ``x`` and ``×``: rec confuses the letter and the sign both ways; each is read as its glyph
+  stands, on the baseline or raised and square (``x_or_times``), where the glyphs pair likewise.
 
 Importing this module loads numpy and OpenCV; ONNX Runtime / Paddle are imported at construction.
 It is a serving module, not part of the standard-library core.
@@ -1037,11 +1039,11 @@ def x_or_times(text: str, crop: np.ndarray, ink_level: int = 160, on_baseline: f
 
     When the crop's ink blobs (``glyph_boxes``) pair one-to-one with the reading's non-space
     characters and at least one is a ``BASELINE_CHARS`` character, the baseline is the line
-    fitted to their bottoms (Theil–Sen) and h is their median height above it. An ``x`` or ``×`` glyph whose bottom is
-    within ``on_baseline`` h of the baseline, at most ``x_height`` h tall and at most ``x_aspect``
-    times as wide as tall (+ 1 px of anti-aliasing) is read ``x``; one raised at least ``raised``
-    h above the baseline and at most ``times_height`` h tall is read ``×``; any other is left as rec
-    read it. On lines rendered in 7 fonts (osifont, DejaVu Sans/Bold/Condensed/Serif/Mono, STIX)
+    fitted to their bottoms (Theil–Sen) and h is their median height above it. An ``x`` or ``×``
+    glyph whose bottom is within ``on_baseline`` h of the baseline, at most ``x_height`` h tall and
+    at most ``x_aspect`` times as wide as tall (+ 1 px of anti-aliasing) is read ``x``; one raised
+    at least ``raised`` h above the baseline and at most ``times_height`` h tall is read ``×``; any
+    other is left as rec read it. On lines rendered in 7 fonts (osifont, DejaVu Sans/Bold/Condensed/Serif/Mono, STIX)
     at 18, 28 and 44 px, 12 readings were corrected and none made wrong.
 
     Args:
