@@ -6,7 +6,9 @@ rendered here with Pillow from real prose that ships on this machine (nothing is
 
 * Latin: license texts and package descriptions (``METADATA`` bodies) of the installed Python
   distributions (``importlib.metadata``), duplicates removed; not ocrloop's own (its description
-  is this project's README, which changes with every edit).
+  is this project's README, which changes with every edit). The distributions are the ones
+  ``scripts/setup.sh`` installs at the versions in ``scripts/requirements.lock``, so a fresh set-up
+  draws the same pool; a different set of installed versions draws a different one.
 * Chinese: the Chinese prompt texts in ``paddlex``'s pipeline configs (PyPI ``paddlex``), GnuPG's
   Simplified-Chinese online help (Debian ``gnupg-l10n``: ``/usr/share/gnupg/help.zh_CN.txt``) and
   the Simplified-Chinese manual pages (Debian ``man-db``/``passwd``: ``/usr/share/man/zh_CN``),
