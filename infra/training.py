@@ -25,8 +25,8 @@ from .params import Params
 
 #: Build contexts: what each Dockerfile COPYs from the repository root (README.md is optional
 #: there: ``COPY pyproject.toml README.md* …``).
-TRAINING_CONTEXT = ("ocrloop", "training_image", "pyproject.toml", "README.md")
-INFERENCE_CONTEXT = ("ocrloop", "inference_image", "pyproject.toml", "README.md")
+TRAINING_CONTEXT = ("ocrloop", "training_image", "pyproject.toml", "README.md", "scripts/requirements.lock")
+INFERENCE_CONTEXT = ("ocrloop", "inference_image", "pyproject.toml", "README.md", "scripts/requirements.lock")
 
 
 #: Paddle's CUDA wheels come from Paddle's package index (training_image/Dockerfile build args).

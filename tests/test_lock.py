@@ -72,3 +72,30 @@ def test_every_project_requirement_is_pinned_within_its_specifier():
     assert not outside, f"locked outside pyproject's specifier (run scripts/lock.sh): {outside}"
     # The override in scripts/uv-overrides.txt keeps paddlex's GUI OpenCV out.
     assert "opencv-contrib-python" not in pins and "opencv-python-headless" in pins
+
+
+def requirement_lines(path: Path) -> list[Requirement]:
+    out = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            out.append(Requirement(line))
+    return out
+
+
+@pytest.mark.parametrize("image", ["training_image", "inference_image"])
+def test_container_images_install_the_locked_versions(image):
+    """The SageMaker images (python:3.11-slim, glibc 2.36: the lock's manylinux_2_28 platform
+    holds) install their requirements with the lock as constraints; a requirement the lock
+    does not satisfy would fail the image build, so it fails here first."""
+    pins = parse_lock((ROOT / "scripts" / "requirements.lock").read_text(encoding="utf-8"))
+    for req in requirement_lines(ROOT / image / "requirements.txt"):
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{image}/requirements.txt: {req} is not in scripts/requirements.lock"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"{image}/requirements.txt: {req} excludes the locked {pins[name]}")
+    dockerfile = (ROOT / image / "Dockerfile").read_text(encoding="utf-8")
+    copied = re.search(r"^COPY\s+scripts/requirements\.lock\s+(\S+)\s*$", dockerfile, re.M)
+    assert copied, f"{image}/Dockerfile does not copy scripts/requirements.lock"
+    installs = re.findall(r"pip install -r (\S+)(.*)$", dockerfile, re.M)
+    assert installs and all(f"-c {copied.group(1)}" in rest for _req, rest in installs)
