@@ -15,14 +15,16 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;#]+)")
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
 
 
 def parse_lock(text: str) -> dict[str, Version]:
     """``name==version`` lines of a uv / pip-tools lock → ``{canonical name: version}``.
 
     Raises:
-        ValueError: a package pinned twice, or a requirement line that is not an exact pin.
+        ValueError: a package pinned twice, or a requirement line that is not a plain exact pin
+            (the Dockerfiles pass the lock to ``pip -c``, and pip constraints cannot carry extras,
+            URLs or editables).
     """
     pins: dict[str, Version] = {}
     for n, raw in enumerate(text.splitlines(), 1):
@@ -31,7 +33,7 @@ def parse_lock(text: str) -> dict[str, Version]:
             continue
         m = PIN.match(line)
         if not m:
-            raise ValueError(f"line {n} is not an exact pin: {raw!r}")
+            raise ValueError(f"line {n} is not a plain exact pin (name==version): {raw!r}")
         name = canonicalize_name(m.group(1))
         if name in pins:
             raise ValueError(f"line {n}: {name} pinned twice")
@@ -48,10 +50,11 @@ def project_requirements() -> list[Requirement]:
 
 
 def test_parse_lock_rejects_loose_lines_and_doubles():
-    assert parse_lock("# via x\nfoo-bar==1.2\n    # via y\nBaz[extra]==2.0\n") == {
+    assert parse_lock("# via x\nfoo-bar==1.2\n    # via y\nBaz==2.0\n") == {
         "foo-bar": Version("1.2"), "baz": Version("2.0")}
-    with pytest.raises(ValueError, match="not an exact pin"):
-        parse_lock("numpy>=1.26\n")
+    for loose in ("numpy>=1.26", "baz[extra]==2.0", "-e .", "pkg @ https://example.com/pkg.whl"):
+        with pytest.raises(ValueError, match="not a plain exact pin"):
+            parse_lock(loose + "\n")
     with pytest.raises(ValueError, match="pinned twice"):
         parse_lock("Foo_Bar==1\nfoo-bar==2\n")
 
