@@ -864,11 +864,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("direction pairs (every sheet read again turned by 90°):", flush=True)
         pairs = direction_pairs(sheets, images, rows["engine"]["preds"], model_dir)
         vertical = pairs["vertical_lines"]
-        print(f"  {pairs['lines']} lines: standing {_fmt(pairs['standing_recall']).strip()}, lying {_fmt(pairs['lying_recall']).strip()} "
-              f"(gap {'-' if pairs['gap_points'] is None else format(pairs['gap_points'], '+.2f')} pts); read only lying {pairs['read_only_lying']}, only standing "
-              f"{pairs['read_only_standing']}, neither {pairs['read_in_neither']}; the {vertical['lines']} "
-              f"vertical lines: standing {_fmt(vertical['standing_recall']).strip()}, lying {_fmt(vertical['lying_recall']).strip()}",
-              flush=True)
+        gap = "-" if pairs["gap_points"] is None else format(pairs["gap_points"], "+.2f")
+        print(f"  {pairs['lines']} lines: standing {_fmt(pairs['standing_recall']).strip()}, "
+              f"lying {_fmt(pairs['lying_recall']).strip()} (gap {gap} pts); read only lying {pairs['read_only_lying']}, "
+              f"only standing {pairs['read_only_standing']}, neither {pairs['read_in_neither']}; the {vertical['lines']} "
+              f"vertical lines: standing {_fmt(vertical['standing_recall']).strip()}, "
+              f"lying {_fmt(vertical['lying_recall']).strip()}", flush=True)
 
     sweeps = {}
     if not args.no_sweeps:

@@ -23,10 +23,12 @@ from .data import Data
 from .iam import Policies, arn
 from .params import Params
 
+#: The pinned versions both images install as pip constraints (``scripts/lock.sh``).
+LOCK = "scripts/requirements.lock"
 #: Build contexts: what each Dockerfile COPYs from the repository root (README.md is optional
 #: there: ``COPY pyproject.toml README.md* …``).
-TRAINING_CONTEXT = ("ocrloop", "training_image", "pyproject.toml", "README.md", "scripts/requirements.lock")
-INFERENCE_CONTEXT = ("ocrloop", "inference_image", "pyproject.toml", "README.md", "scripts/requirements.lock")
+TRAINING_CONTEXT = ("ocrloop", "training_image", "pyproject.toml", "README.md", LOCK)
+INFERENCE_CONTEXT = ("ocrloop", "inference_image", "pyproject.toml", "README.md", LOCK)
 
 
 #: Paddle's CUDA wheels come from Paddle's package index (training_image/Dockerfile build args).

@@ -26,8 +26,9 @@ https://docs.opensearch.org/latest/vector-search/creating-vector-index/):
 Filters (``filters={field: substring}``) have the semantics of ``ocrloop.index.fields`` on both
 runtimes: the substring, folded in Python (``fields.fold``), must occur in the folded text, i.e. a
 ``wildcard`` query ``*<escaped substring>*`` on ``filter_text.<key>`` (an empty substring:
-``exists``). They run *inside* the k-NN query (``knn.<field>.filter``: efficient filtering, faiss engine, OpenSearch ≥ 2.9),
-which returns ``k`` matching drawings whenever ``k`` exist — not a post-filter that can return fewer
+``exists``). They run *inside* the k-NN query (``knn.<field>.filter``: efficient filtering,
+faiss engine, OpenSearch ≥ 2.9), which returns ``k`` matching drawings whenever ``k`` exist — not a
+post-filter that can return fewer
 (https://docs.opensearch.org/latest/vector-search/filter-search-knn/efficient-knn-filtering/).
 Every k-NN query sends ``method_parameters.ef_search`` (OpenSearch ≥ 2.16), so the recall/latency
 point is the one benchmarked, whatever the index setting says. The domain runs 2.19 (``infra/search.py``).

@@ -1043,8 +1043,9 @@ def x_or_times(text: str, crop: np.ndarray, ink_level: int = 160, on_baseline: f
     glyph whose bottom is within ``on_baseline`` h of the baseline, at most ``x_height`` h tall and
     at most ``x_aspect`` times as wide as tall (+ 1 px of anti-aliasing) is read ``x``; one raised
     at least ``raised`` h above the baseline and at most ``times_height`` h tall is read ``×``; any
-    other is left as rec read it. On lines rendered in 7 fonts (osifont, DejaVu Sans/Bold/Condensed/Serif/Mono, STIX)
-    at 18, 28 and 44 px, 12 readings were corrected and none made wrong.
+    other is left as rec read it. On lines rendered in 7 fonts (osifont, DejaVu
+    Sans/Bold/Condensed/Serif/Mono, STIX) at 18, 28 and 44 px, 12 readings were corrected and none
+    made wrong.
 
     Args:
         text: the reading.
