@@ -63,10 +63,10 @@ characters that occur in the sheet's OCR text, both folded as the index folds th
 (``ocrloop.index.fields.fold``; the JSON also gives case folding alone).
 
 Uncertainty: lines of one sheet are not independent (font, dpi, style), so the JSON gives 95 %
-intervals from resampling whole sheets (``sheet_bootstrap``) for each row's horizontal − vertical
-recall gap (``direction_gap``, with the vertical lines per sheet) and for each ratio's recall
-difference (``recall_exact_points_ci95``, both rows scored on the same resampled sheets), and for
-the direction pairs' lying − standing gap (``gap_ci95_points``).
+intervals from resampling whole sheets (``sheet_bootstrap``) for three figures: each row's
+horizontal − vertical recall gap (``direction_gap``, with the vertical lines per sheet), each
+ratio's recall difference (``recall_exact_points_ci95``, both rows scored on the same resampled
+sheets) and the direction pairs' lying − standing gap (``gap_ci95_points``).
 
 Direction pairs (ocrloop engine, ``direction_pairs``): every sheet is read a second time turned
 by 90°, so each labelled line is read once lying and once standing; the exact recall of the same
