@@ -387,8 +387,9 @@ def direction_pairs(sheets: Sequence[Sheet], images: Sequence[np.ndarray], preds
 
     engine = OcrEngine(model_dir)
     standing_hits, lying_hits, only_lying = [], [], []
-    from_vertical = []  # the benchmark's vertical lines: (read standing as given, read lying when turned)
-    per_sheet = np.zeros((len(sheets), 6))  # all lines: standing read, lying read, lines; the same for vertical ones
+    # per sheet, all paired lines: standing read, lying read, lines; then the same for the
+    # benchmark's vertical lines (read standing as given, lying when turned)
+    per_sheet = np.zeros((len(sheets), 6))
     for i, (s, image, p) in enumerate(zip(sheets, images, preds)):
         turned, texts = _rotate(image, s.texts, 90)
         p2 = [(np.asarray(line.polygon, dtype=np.float32), line.text) for line in engine.read(turned)]
@@ -397,7 +398,6 @@ def direction_pairs(sheets: Sequence[Sheet], images: Sequence[np.ndarray], preds
             d1, d2 = direction(t1["angle_deg"]), direction(t2["angle_deg"])
             if d1 in ("90", "-90") and d2 in ("0", "180"):
                 stand, lie = a, b
-                from_vertical.append((a, b))
                 per_sheet[i, 3:] += (a, b, 1)
             elif d1 in ("0", "180") and d2 in ("90", "-90"):
                 stand, lie = b, a
@@ -410,6 +410,7 @@ def direction_pairs(sheets: Sequence[Sheet], images: Sequence[np.ndarray], preds
                 only_lying.append({"sheet": s.sheet_id, "text": t1["text"]})
     engine.close()
     n = len(standing_hits)
+    vertical = per_sheet[:, 3:].sum(axis=0)  # standing read, lying read, lines
     st, ly = np.asarray(standing_hits, bool), np.asarray(lying_hits, bool)
     return {"lines": n, "standing_recall": round(float(st.mean()), 4) if n else None,
             "lying_recall": round(float(ly.mean()), 4) if n else None,
@@ -419,10 +420,10 @@ def direction_pairs(sheets: Sequence[Sheet], images: Sequence[np.ndarray], preds
             "read_in_neither": int((~ly & ~st).sum()), "only_lying_lines": only_lying,
             # the lines the vertical-recall column counts, read standing (as given) and lying (the
             # sheet turned): equal recalls mean their misses come from the lines, not the direction
-            "vertical_lines": {"lines": len(from_vertical),
-                               "standing_recall": round(float(np.mean([a for a, _ in from_vertical])), 4) if from_vertical else None,
-                               "lying_recall": round(float(np.mean([b for _, b in from_vertical])), 4) if from_vertical else None,
-                               "gap_ci95_points": sheet_bootstrap(per_sheet[:, 3:], lying_minus_standing) if from_vertical else None}}
+            "vertical_lines": {"lines": int(vertical[2]),
+                               "standing_recall": round(float(vertical[0] / vertical[2]), 4) if vertical[2] else None,
+                               "lying_recall": round(float(vertical[1] / vertical[2]), 4) if vertical[2] else None,
+                               "gap_ci95_points": sheet_bootstrap(per_sheet[:, 3:], lying_minus_standing) if vertical[2] else None}}
 
 
 def lying_minus_standing(c: np.ndarray) -> np.ndarray:
