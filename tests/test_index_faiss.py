@@ -119,17 +119,17 @@ def test_filters_substring_case_insensitive_on_text_fields(index, rng):
 
 
 def test_filtered_search_paths(tmp_path, rng, monkeypatch):
-    """Broad filter: one over-fetch round, no enumeration of matches. Selective (no match among
-    the first candidates): enumerated and scored exactly, or, with more matches than
-    EXACT_FILTER_MAX, a deeper over-fetch. Some matches among the first candidates: a deeper
-    over-fetch sized by their share. All return the exact filtered top-k here."""
+    """Broad filter: one over-fetch round, no enumeration of matches. Otherwise filter_plan picks a
+    deeper walk (bounded by DEEP_FETCH_MAX, then the exact path) or the enumeration of the matches:
+    scored exactly when at most EXACT_FILTER_MAX, else a walk sized by that bound. Every path
+    returns the exact filtered top-k here."""
     import ocrloop.index.faiss_index as fi
 
     monkeypatch.setattr(fi, "EXACT_FILTER_MAX", 10)
     rounds, lookups = [], []
     overfetch, match = IndexVersion._overfetch, IndexVersion._match_labels
     monkeypatch.setattr(IndexVersion, "_overfetch", lambda self, *a, **kw: rounds.append(kw["factor"]) or overfetch(self, *a, **kw))
-    monkeypatch.setattr(IndexVersion, "_match_labels", lambda self, *a: lookups.append(a[1]) or match(self, *a))
+    monkeypatch.setattr(IndexVersion, "_match_labels", lambda self, *a, **kw: lookups.append(a[1]) or match(self, *a, **kw))
     ix = FaissIndex(tmp_path / "i", D)
     x = unit(rng, 300)
     ix.upsert([f"d{i}" for i in range(300)], x,
@@ -140,34 +140,66 @@ def test_filtered_search_paths(tmp_path, rng, monkeypatch):
         members = np.asarray(members)
         return [f"d{i}" for i in members[np.argsort(-(x[members] @ q))[:k]]]
 
-    assert [h["id"] for h in ix.search(x[21], k=5, filters={"group": "half"})] == exact(range(1, 300, 2), x[21], 5)
+    def search(q, k, group):
+        rounds.clear()
+        lookups.clear()
+        return [h["id"] for h in ix.search(q, k=k, filters={"group": group})]
+
+    assert search(x[21], 5, "half") == exact(range(1, 300, 2), x[21], 5)
     assert rounds == [fi.OVERFETCH] and lookups == []
-    rounds.clear()
-    monkeypatch.setattr(fi, "DEEP_FETCH_MAX", 0)  # as if the first looks had seen no match
-    assert [h["id"] for h in ix.search(x[50], k=3, filters={"group": "few"})] == exact(range(0, 300, 50), x[50], 3)
-    assert rounds[0] == fi.OVERFETCH and rounds[-1] <= 10 * fi.OVERFETCH and lookups == [11]
-    rounds.clear()
-    lookups.clear()
-    hits = ix.search(x[20], k=5, filters={"group": "tenth"})  # 30 matches > 10
-    assert [h["id"] for h in hits] == exact(range(0, 300, 10), x[20], 5)
-    assert rounds[0] == fi.OVERFETCH and rounds[-1] == 4 * fi.OVERFETCH and lookups == [11]
-    assert max(rounds[:-1]) <= 10 * fi.OVERFETCH
-    monkeypatch.setattr(fi, "DEEP_FETCH_MAX", 4096)
-    rounds.clear()
-    lookups.clear()
-    hits = ix.search(x[30], k=5, filters={"group": "tenth"})  # the first round saw some: walk deeper
-    assert [h["id"] for h in hits] == exact(range(0, 300, 10), x[30], 5)
-    assert len(rounds) == 2 and rounds[1] > fi.OVERFETCH and lookups == []
+    # Chosen by filter_plan from what the first round saw: exact either way.
+    assert search(x[50], 3, "few") == exact(range(0, 300, 50), x[50], 3)
+    assert rounds[0] == fi.OVERFETCH and len(rounds) <= 2
+    # Enumerated: 6 matches ≤ EXACT_FILTER_MAX are scored exactly.
+    monkeypatch.setattr(fi, "filter_plan", lambda *a: ("enumerate", 0.0))
+    assert search(x[100], 10, "few") == exact(range(0, 300, 50), x[100], 10)
+    assert rounds == [fi.OVERFETCH] and lookups == [10]
+    # Enumerated, but 30 matches > EXACT_FILTER_MAX: a walk of 2k × live / EXACT_FILTER_MAX.
+    assert search(x[20], 5, "tenth") == exact(range(0, 300, 10), x[20], 5)
+    assert rounds == [fi.OVERFETCH, 2.0 * 300 / 10] and lookups == [10]
+    # A walk that meets k matches.
+    monkeypatch.setattr(fi, "filter_plan", lambda *a: ("walk", 20.0))
+    assert search(x[30], 5, "tenth") == exact(range(0, 300, 10), x[30], 5)
+    assert rounds == [fi.OVERFETCH, 20.0] and lookups == []
     # A walk that does not meet k matches within DEEP_FETCH_MAX candidates (only 6 drawings match)
     # falls back to the exact path instead of fetching the whole graph.
     monkeypatch.setattr(fi, "DEEP_FETCH_MAX", 100)
     monkeypatch.setattr(fi, "filter_plan", lambda *a: ("walk", 2.0))
-    rounds.clear()
-    lookups.clear()
-    hits = ix.search(x[100], k=10, filters={"group": "few"})
-    assert [h["id"] for h in hits] == exact(range(0, 300, 50), x[100], 10) and len(hits) == 6
-    assert rounds == [fi.OVERFETCH, 2.0] and lookups == [11]
-    assert EXACT_FILTER_MAX == 4096  # the module default is untouched outside this test
+    hits = search(x[100], 10, "few")
+    assert hits == exact(range(0, 300, 50), x[100], 10) and len(hits) == 6
+    assert rounds == [fi.OVERFETCH, 2.0] and lookups == [10]
+    assert EXACT_FILTER_MAX == 16384  # the module default is untouched outside this test
+
+
+@pytest.mark.parametrize("chunk", [4096, 7])
+def test_exact_path_scores_query_sets_like_brute_force_and_keeps_label_order_on_ties(tmp_path, rng, monkeypatch, chunk):
+    """The exact path (stored vectors gathered in chunks) against numpy on the original vectors:
+    every label scores its best query row, ties come out in label order, replaced vectors never."""
+    import ocrloop.index.faiss_index as fi
+
+    monkeypatch.setattr(fi, "EXACT_CHUNK", chunk)
+    ix = FaissIndex(tmp_path / "i", D)
+    x = unit(rng, 240)
+    x[41:45] = x[40]  # five drawings with the same vector
+    ix.upsert([f"d{i}" for i in range(240)], x, [{"group": "sel" if i % 4 == 0 or 40 <= i < 45 else "rest"} for i in range(240)])
+    ix.delete(["d8"])
+    x[12] = unit(rng, 1)[0]
+    ix.upsert(["d12"], x[12], [{"group": "sel"}])  # its first label is now a tombstone
+    members = np.array([i for i in range(240) if (i % 4 == 0 or 40 <= i < 45) and i != 8])
+    live = ix.live()
+    labels = np.array(sorted(live._match_labels({"group": "sel"}, 10_000)), np.int64)
+    assert labels.size == members.size
+    for queries in (x[40][None], unit(rng, 1), unit(rng, 4)):
+        scores = (x[members] @ queries.T).max(axis=1)
+        order = np.argsort(-scores, kind="stable")[:9]
+        got = live._exact(queries, labels, 9)
+        assert [ix.live()._db.execute("SELECT id FROM docs WHERE label=?", (lab,)).fetchone()[0] for lab, _ in got] == \
+            [f"d{i}" for i in members[order]]
+        assert [sc for _, sc in got] == pytest.approx(scores[order].tolist(), abs=1e-5)
+    hits = ix.search(x[40], k=3, filters={"group": "sel"})
+    assert [h["id"] for h in hits] == ["d40", "d41", "d42"]  # equal scores: label (insertion) order
+    assert live._exact(x[:1], labels[:2], 10) == sorted(live._exact(x[:1], labels[:2], 10), key=lambda t: -t[1])
+    assert len(live._exact(x[:1], labels[:2], 10)) == 2  # fewer matches than k
 
 
 def test_persistence_and_reload_by_a_second_instance(tmp_path, rng):
@@ -376,17 +408,43 @@ def test_texts_folded_by_an_older_fold_are_folded_again_on_open(tmp_path, rng):
 
 
 def test_filter_plan_chooses_the_cheaper_of_walking_and_enumerating():
-    from ocrloop.index.faiss_index import DEEP_FETCH_MAX, OVERFETCH, filter_plan
+    from ocrloop.index.faiss_index import DEEP_FETCH_MAX, EXACT_FILTER_MAX, OVERFETCH, filter_plan
 
-    # 1 % of a million drawings match: meeting 10 takes ≈ 2,000 candidates, enumerating 10,000 rows.
-    assert filter_plan(10, 1_000_000, 400, 0.01, 10.0 * OVERFETCH) == ("walk", pytest.approx(200.0))
-    # 1 % of 20,000: 200 matches are cheaper to enumerate and score exactly.
-    assert filter_plan(10, 20_000, 400, 0.01, 10.0 * OVERFETCH) == ("enumerate", 0.0)
-    # A walk deeper than DEEP_FETCH_MAX is never chosen.
+    seen = OVERFETCH * 10
+    # 5 % of a million drawings match (2 of 40 seen): 50,000 are too many to score; a walk of
+    # ≈ 400 candidates meets 10.
+    assert filter_plan(10, 1_000_000, seen, 0.05, 0.05) == ("walk", pytest.approx(40.0))
+    # 2.5 % of 10,000 (1 of 40): 250 matches are cheaper to enumerate and score than 800 candidates.
+    assert filter_plan(10, 10_000, seen, 0.025, 0.025) == ("enumerate", 0.0)
+    # A long walk (2 × DEEP_FETCH_MAX here) loses to enumerating a few thousand rows, not to
+    # enumerating rows the enumeration would give up on, nor to rows that cost more.
     tiny = 2.0 * 10 / (DEEP_FETCH_MAX * 2)
-    assert filter_plan(10, 10**9, 400, tiny, 10.0 * OVERFETCH)[0] == "enumerate"
-    # Nothing matched among 40 candidates of a million: look 10× deeper once, then enumerate.
-    assert filter_plan(10, 1_000_000, 40, 0.0, OVERFETCH) == ("look", 10.0 * OVERFETCH)
-    assert filter_plan(10, 1_000_000, 400, 0.0, 10.0 * OVERFETCH) == ("enumerate", 0.0)
-    # …unless even the 95 % bound on the matches (3/40 of 1,000 drawings) is cheap to enumerate.
-    assert filter_plan(10, 1_000, 40, 0.0, OVERFETCH) == ("enumerate", 0.0)
+    assert filter_plan(10, 10**6, seen, tiny, tiny)[0] == "enumerate"
+    assert filter_plan(10, 10**8, seen, tiny, tiny) == ("walk", pytest.approx(2.0 / tiny))
+    assert filter_plan(10, 10**6, seen, tiny, 0.3) == ("walk", pytest.approx(2.0 / tiny))
+    # Nothing matched among the first candidates: enumerate (giving up after EXACT_FILTER_MAX rows).
+    assert filter_plan(10, 1_000_000, seen, 0.0, 0.0) == ("enumerate", 0.0)
+    assert filter_plan(10, 1_000, seen, 0.0, 0.0) == ("enumerate", 0.0)
+    # …unless the filter that would drive the enumeration looks broad (two filters, 4 of 40 passed
+    # the rarer one, none both; or a short needle that scans its field): look 10× deeper once.
+    assert filter_plan(10, 1_000_000, seen, 0.0, 0.1) == ("look", 10.0 * OVERFETCH)
+    assert filter_plan(10, 1_000_000, seen, 0.0, 1.0) == ("look", 10.0 * OVERFETCH)
+    assert filter_plan(10, 1_000_000, 10 * seen, 0.0, 0.1, looked=True) == ("enumerate", 0.0)
+    assert filter_plan(10, 100_000, seen, 0.0, 0.1) == ("look", 10.0 * OVERFETCH)  # 10,000 rows: 30 ms > 8
+    assert filter_plan(10, 100_000, seen, 0.0, 0.025) == ("enumerate", 0.0)  # 2,500 rows: 7.5 ms
+    # Expected driver rows over EXACT_FILTER_MAX: the walk, whatever the costs say.
+    share = 4 / seen
+    assert filter_plan(10, 10 * EXACT_FILTER_MAX, seen, share, share) == ("walk", pytest.approx(2.0 / share))
+    assert filter_plan(10, 1_000_000, seen, 1 / seen, 0.1) == ("walk", pytest.approx(2.0 * seen))
+
+
+def test_driver_and_its_estimated_share():
+    from ocrloop.index.faiss_index import _driver, _driver_share
+
+    assert _driver({"a": "almg", "b": "1:2"}) == "a"
+    assert _driver({"a": "x", "b": "5:"}) == "b"
+    assert _driver_share({"a": "almg"}, {"a": 0.0}, 40) == 0.0  # a lone filter: its share
+    assert _driver_share({"a": "almg"}, {"a": 0.1}, 40) == 0.1
+    # Several: add-one, so none of 40 candidates passing the driver is not "no drawing matches".
+    assert _driver_share({"a": "almg", "b": "1:2"}, {"a": 0.0, "b": 0.5}, 40) == pytest.approx(1 / 41)
+    assert _driver_share({"a": "5:"}, {"a": 0.0}, 40) == 1.0  # no trigram lookup: a scan

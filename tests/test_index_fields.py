@@ -104,7 +104,7 @@ def test_fold_is_idempotent(text):
 # The local index's filter lookups (trigram index, scans, per-row checks) against Python ``in``
 # --------------------------------------------------------------------------------------------
 
-ALPHABET = "aAbßSs25Øø⌀±.:*?[]\\\n -"
+ALPHABET = "aAbßSs25Øø⌀±.:*?[]\\\n -\"'"
 _INDEX: dict[str, object] = {}
 
 
@@ -144,6 +144,20 @@ def test_filter_lookups_agree_with_python_substring(filter_index, needle, other)
     assert len(docs) <= EXACT_FILTER_MAX
     got = filter_index.search(x[0], k=len(docs), filters=filters)
     assert sorted(h["id"] for h in got) == want
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_trigram_lookups_agree_with_python_substring_on_needles_the_docs_hold(filter_index, data):
+    """Needles cut from the indexed texts themselves (random ones rarely occur): the FTS5 phrase
+    lookup finds exactly the drawings whose folded text holds them, quotes and newlines included."""
+    docs = _INDEX["docs"]
+    text = fold(data.draw(st.sampled_from([d["text"] for d in docs if len(d["text"]) >= 3])))
+    start = data.draw(st.integers(0, len(text) - 3))
+    needle = text[start:data.draw(st.integers(start + 3, len(text)))]
+    want = expected_ids(docs, {"text": needle})
+    assert want
+    assert filter_index.matching_ids({"text": needle}) == want
 
 
 def test_short_multibyte_needles_do_not_hit_the_sqlite_trigram_bug(filter_index):

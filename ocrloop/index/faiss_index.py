@@ -72,20 +72,40 @@ default 5): opening a version folded by an older ``fields.FOLD_VERSION`` folds i
 under the lock, 8 s per 100k drawings here (≈ 80 s at 1M), and a second process opening it
 meanwhile waits instead of failing with "database is locked"."""
 
-EXACT_FILTER_MAX = 4096
-"""A filter matching at most this many live drawings is answered exactly (dot products over the
-matching vectors: 4096 × 1024-d took ≈ 40 ms p50 on the shared 2-core dev machine under load 5,
-gather + GEMV + SQL) instead of by over-fetching the HNSW graph, which has to walk ≈ k × N / matches
-candidates: cheap for broad filters, hopeless for selective ones."""
+EXACT_FILTER_MAX = 16384
+"""A filter matching at most this many live drawings can be answered exactly: the matches are
+enumerated through the trigram index (``_match_labels``) and scored against every one of them
+(``_exact``), instead of by over-fetching the HNSW graph, which has to walk ≈ 2k / s candidates at
+selectivity s: cheap for broad filters, hopeless for selective ones. The enumeration gives up
+after this many matches, which bounds what a lone filter broader than it looked costs: ≈ 16k ×
+``ENUM_COST_US`` ≈ 50 ms at 1M drawings (with several filters, the driver's rows that fail the
+others add to that; ``filter_plan`` weighs them)."""
 
 OVERFETCH = 4
 """A filtered search first fetches ``OVERFETCH × k`` HNSW candidates (plus the tombstone share):
-enough when at least ≈ 1 in 4 drawings match. Otherwise it enumerates the matches (exact scoring
-when ≤ ``EXACT_FILTER_MAX``) or fetches 4× deeper per round until ``k`` matching hits are found."""
+enough when at least ≈ 1 in 4 drawings match. Otherwise ``filter_plan`` walks the graph deeper or
+enumerates the matches."""
 
 DEEP_FETCH_MAX = 4096
-"""Deepest graph walk (candidates) a filtered search chooses from an estimated selectivity
-(``filter_plan``); ≈ 0.5 % selectivity at k = 10."""
+"""A walk ``filter_plan`` chooses stops at this many candidates (≈ 0.5 % selectivity at k = 10)
+and the matches are enumerated instead, while that is the cheaper way on (``ENUM_COST_US`` ×
+the driver's rows ≤ ``WALK_COST_US`` × this): a filter matching fewer than k drawings would
+otherwise walk the whole graph."""
+
+EXACT_CHUNK = 4096
+"""Stored vectors gathered at a time by the exact path (``_exact``): 16 MB at 1024-d."""
+
+WALK_COST_US = 20.0
+"""Cost of one candidate of a deep filtered walk (µs): the HNSW search at the widened efSearch
+plus the SQL check of its fields. Measured at 1M × 1024-d (efSearch 96, this 2-core machine,
+2026-12-05): 19–26 µs over walks of 200–3,200 candidates for the five filters that walk (28–49 µs
+for one that most candidates pass)."""
+
+ENUM_COST_US = 3.0
+"""Cost of one row of the driving filter on the exact path (µs): its trigram-index hit and join
+(1.4–1.9 µs; ≈ 2.2 µs with a second filter checked per row) and the dot product of a match
+(0.6–0.9 µs). Same measurement as ``WALK_COST_US``; a phrase query also pays ≈ 9–13 ms at 1M for
+the long posting lists of common trigrams (``-00``, ``d-0``)."""
 
 UNFILTERED_FETCH = 1.25
 """An unfiltered search fetches ``1.25 × k × ntotal / live`` candidates: the tombstone share plus
@@ -93,11 +113,11 @@ slack so that a fetch rarely needs a second round."""
 
 
 TRIGRAM_MIN_CHARS = 3
-"""Substrings of at least this many characters (and no GLOB metacharacter ``*?[``) are looked up
-in the FTS5 trigram index; shorter ones scan the field's rows with ``instr``. Besides FTS5 not
-indexing fewer than 3 characters, SQLite 3.40.1 (this machine) returns *no rows* for 2-character
-GLOB patterns with a multi-byte character (``*ø2*``) instead of scanning: short needles never
-reach the trigram table."""
+"""Substrings of at least this many characters are looked up in the FTS5 trigram index (a phrase
+query, ``_fts_phrase``); shorter ones scan the field's rows with ``instr``: a full-text query of
+fewer than 3 characters matches no row with the trigram tokenizer (sqlite.org/fts5.html, "The
+Trigram Tokenizer"), and SQLite 3.40.1 (this machine) also returns *no rows* for 2-character GLOB
+patterns with a multi-byte character (``*ø2*``) instead of scanning."""
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS docs (
@@ -124,35 +144,65 @@ with, older ones are folded again on open; ``live``: count of ``docs``, kept in 
 ``count()`` does not scan a million rows on every search)."""
 
 
-def filter_plan(k: int, live: int, seen: int, share: float, factor: float) -> tuple[str, float]:
-    """Next step of a filtered search after looking at ``seen`` HNSW candidates of which the
-    fraction ``share`` matched (fewer than ``k``).
+def filter_plan(k: int, live: int, seen: int, share: float, driver_share: float,
+                looked: bool = False) -> tuple[str, float]:
+    """Next step of a filtered search after ``seen`` HNSW candidates held fewer than ``k``
+    matches, a fraction ``share`` of them; ``driver_share`` estimates the fraction of drawings
+    matching the filter that would drive an enumeration (``_driver_share``; ``share`` for a lone
+    filter); ``looked``: these candidates came from a second, deeper look.
 
-    Costs in row visits, both ≈ 10 µs each here (measured at 100k drawings on the shared 2-core
-    machine): walking the graph deep enough to meet ``k`` matches visits ≈ ``2k / s`` candidates
-    (graph search + SQL check of each); enumerating the matches through the trigram index visits
-    ≈ ``2 s × live`` rows (the matching field's row and usually the OCR text's). With matches seen,
-    the cheaper one is chosen (a walk at most ``DEEP_FETCH_MAX`` deep). With none, ``s`` is probably
-    below ``3 / seen`` (95 % bound): enumerate when even that bound is cheap, else look 10× deeper
-    once, else enumerate.
+    Costs: walking the graph deep enough to meet ``k`` matches takes ≈ ``2k / s`` candidates at
+    selectivity s (``WALK_COST_US`` each); enumerating the matches reads the driver's
+    ≈ ``driver_share × live`` rows (``ENUM_COST_US`` each) and gives up after
+    ``EXACT_FILTER_MAX`` matches. With matches seen (s ≈ ``share``), the walk is taken when more
+    than ``EXACT_FILTER_MAX`` matches are expected or when it is cheaper; else the enumeration.
+    With none seen (s is then probably below ``3 / seen``: the 95 % "rule of three", Hanley &
+    Lippman-Hand, JAMA 1983), the matches are enumerated when that costs less than a look 10×
+    deeper, else after that look.
 
     Returns:
-        ``("walk", factor)`` (over-fetch with this factor × k), ``("look", factor)`` (one more
-        round at this factor) or ``("enumerate", 0.0)``.
+        ``("walk", factor)`` (over-fetch ``factor × k`` candidates, then deeper rounds),
+        ``("look", factor)`` (one round of ``factor × k``, then plan again) or
+        ``("enumerate", 0.0)``.
     """
+    rows = driver_share * live
     if share > 0:
         walk = 2.0 * k / share
-        if walk <= DEEP_FETCH_MAX and walk <= 2.0 * share * live:
+        if share * live > EXACT_FILTER_MAX or walk * WALK_COST_US <= rows * ENUM_COST_US:
             return "walk", 2.0 / share
         return "enumerate", 0.0
-    if 2.0 * (3.0 / max(1, seen)) * live <= 10 * seen or factor >= 10 * OVERFETCH:
+    if looked or rows * ENUM_COST_US <= 10.0 * seen * WALK_COST_US:
         return "enumerate", 0.0
-    return "look", 10.0 * factor
+    return "look", 10.0 * OVERFETCH
 
 
-def _glob_literal(needle: str) -> str:
-    """``needle`` as a GLOB pattern matching it anywhere: ``*`` + needle with ``*?[`` bracketed + ``*``."""
-    return "*" + "".join(f"[{c}]" if c in "*?[" else c for c in needle) + "*"
+def _driver(filters: Mapping[str, str]) -> str:
+    """The filter an enumeration of matches is driven by: the longest substring, which is the one
+    most likely to have a trigram lookup (``TRIGRAM_MIN_CHARS``) and to be rare."""
+    return max(filters, key=lambda f: len(filters[f]))
+
+
+def _driver_share(filters: Mapping[str, str], shares: Mapping[str, float], seen: int) -> float:
+    """Estimated fraction of drawings the driving filter (``_driver``) matches, from the share of
+    ``seen`` candidates it passed: 1.0 for a needle without a trigram lookup (its enumeration
+    reads every row of the field); the share itself for a lone filter (a share of 0 then means
+    few matches, which the bounded enumeration finds); else the add-one (Laplace) estimate:
+    candidates cluster around the query (a part family shares its material), so one filter
+    passing none of them says little about how many drawings it matches."""
+    driver = _driver(filters)
+    if len(filters[driver]) < TRIGRAM_MIN_CHARS:
+        return 1.0
+    if len(filters) == 1:
+        return shares[driver]
+    return (shares[driver] * seen + 1.0) / (seen + 1.0)
+
+
+def _fts_phrase(needle: str) -> str:
+    """``needle`` as one FTS5 phrase: in double quotes, each ``"`` doubled (sqlite.org/fts5.html,
+    "FTS5 Strings"). With the trigram tokenizer a phrase matches the rows holding it as a substring,
+    from the index alone ("The Trigram Tokenizer"); GLOB ``*needle*`` also re-reads every
+    candidate's text (100k drawings, warm: 1,371 matches in 1.9 vs 4.4 ms, 36,673 in 42 vs 101 ms)."""
+    return '"' + needle.replace('"', '""') + '"'
 
 
 SEARCH_THREADS = 1
@@ -238,6 +288,8 @@ class IndexVersion:
         self._create_schema()
         self._index: faiss.IndexIDMap2 | None = None
         self._index_stamp: tuple[int, int] | None = None
+        self._ids_cache: tuple[int, int, np.ndarray] | None = None  # (generation, ntotal, labels)
+        self._index_generation = 0
         self._load_index()
 
     def _create_schema(self) -> None:
@@ -302,9 +354,14 @@ class IndexVersion:
             return None
         return st.st_mtime_ns, st.st_size
 
+    def _set_index(self, index: faiss.IndexIDMap2) -> None:
+        self._index = index
+        self._index_generation += 1
+        self._ids_cache = None
+
     def _load_index(self) -> None:
         stamp = self._stamp()
-        self._index = faiss.read_index(str(self._index_path)) if stamp else self._new_index()
+        self._set_index(faiss.read_index(str(self._index_path)) if stamp else self._new_index())
         self._index_stamp = stamp
 
     def _refresh(self) -> None:
@@ -336,8 +393,18 @@ class IndexVersion:
                     fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _labels(self) -> np.ndarray:
-        """int64 ``[ntotal]`` labels held by the graph (live and tombstoned)."""
-        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        """int64 ``[ntotal]`` labels held by the graph (live and tombstoned), by position.
+
+        Kept between calls until the graph grows or is replaced (copying ``id_map`` costs
+        ≈ 0.7 ms at 1M drawings, and the exact path reads it once per ``EXACT_CHUNK``). Read-only.
+        """
+        ntotal = int(self._index.ntotal)
+        cached = self._ids_cache
+        if cached is None or cached[0] != self._index_generation or cached[1] != ntotal:
+            ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            ids.flags.writeable = False
+            self._ids_cache = cached = (self._index_generation, ntotal, ids)
+        return cached[2]
 
     def _vectors(self, labels: np.ndarray) -> np.ndarray:
         """Stored vectors float32 ``[n, D]`` of graph labels int64 ``[n]``, read from the HNSW's
@@ -358,6 +425,23 @@ class IndexVersion:
         storage = faiss.downcast_index(faiss.downcast_index(self._index.index).storage)
         xb = faiss.rev_swig_ptr(storage.get_xb(), int(self._index.ntotal) * self.dim).reshape(-1, self.dim)
         return xb[pos]  # fancy indexing copies: safe after the graph is modified
+
+    def _exact(self, q: np.ndarray, labels: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Exact top-k among ``labels`` (int64 ``[n]``, in the graph) for queries float32 ``[R, D]``:
+        each label scores its best row; ``[(label, score)]`` best first, ties in label order.
+
+        Gathers ``EXACT_CHUNK`` stored vectors at a time and multiplies (numpy GEMM), so the copy
+        stays ≤ 16 MB at 1024-d. At 1M drawings (2026-12-05, this machine, idle): 2 labels
+        0.04 ms, 1,024 0.9 ms, 4,096 5.0 ms, 16,384 24 ms; faiss's flat search with an
+        ``IDSelectorBatch`` of the rows took 1.8 / 2.9 / 7.1 / 21 ms (it tests every row).
+        """
+        labels = np.sort(np.asarray(labels, np.int64))  # ascending: stable sort keeps label order on ties
+        scores = np.empty(labels.size, np.float32)
+        for start in range(0, labels.size, EXACT_CHUNK):
+            part = labels[start:start + EXACT_CHUNK]
+            scores[start:start + part.size] = (self._vectors(part) @ q.T).max(axis=1)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(int(labels[i]), float(scores[i])) for i in order]
 
     def _next_labels(self, n: int) -> np.ndarray:
         row = self._db.execute("SELECT value FROM counters WHERE name='next_label'").fetchone()
@@ -492,28 +576,33 @@ class IndexVersion:
             params += [field, needle]
         return " AND ".join(clauses), params
 
-    def _match_labels(self, filters: Mapping[str, str], limit: int) -> np.ndarray:
-        """Labels of live drawings matching all folded ``filters``, at most ``limit`` (int64).
+    def _match_labels(self, filters: Mapping[str, str], limit: int) -> np.ndarray | None:
+        """Labels int64 ``[n]`` of the live drawings matching all folded ``filters``, or ``None``
+        when more than ``limit`` match (the lookup stops there).
 
-        The filter with the longest substring drives the lookup: through the trigram index
-        (``fields_fts``, GLOB ``*needle*``) when it has ``TRIGRAM_MIN_CHARS`` characters, else a
+        The longest substring drives the lookup (``_driver``): through the trigram index
+        (``fields_fts``, a phrase query) when it has ``TRIGRAM_MIN_CHARS`` characters, else a
         scan of that field's rows with ``instr``; the other filters are checked per row.
         """
-        (field, needle), *rest = sorted(filters.items(), key=lambda kv: -len(kv[1]))
-        if len(needle) >= TRIGRAM_MIN_CHARS and not any(c in needle for c in "*?["):
+        field = _driver(filters)
+        needle = filters[field]
+        if len(needle) >= TRIGRAM_MIN_CHARS:
             # CROSS JOIN pins the join order: the trigram index drives. With a plain JOIN SQLite
             # scans every row of the field and asks FTS5 about each (20k drawings: 3.9 s vs 21 ms).
             sql = ("SELECT m.label FROM fields_fts t CROSS JOIN fields m ON m.id = t.rowid "
-                   "WHERE t.folded GLOB ? AND m.field = ?")
-            params: list[Any] = [_glob_literal(needle), field]
+                   "WHERE fields_fts MATCH ? AND m.field = ?")
+            params: list[Any] = [_fts_phrase(needle), field]
         else:
             sql = "SELECT m.label FROM fields m WHERE m.field = ? AND instr(m.folded, ?) > 0"
             params = [field, needle]
+        rest = {f: n for f, n in filters.items() if f != field}
         if rest:
-            where, more = self._per_row_sql(dict(rest), alias="m")
+            where, more = self._per_row_sql(rest, alias="m")
             sql += f" AND {where}"
             params += more
-        rows = self._db.execute(f"{sql} LIMIT ?", [*params, int(limit)]).fetchall()
+        rows = self._db.execute(f"{sql} LIMIT ?", [*params, int(limit) + 1]).fetchall()
+        if len(rows) > limit:
+            return None
         return np.fromiter((r[0] for r in rows), np.int64, len(rows))
 
     def matching_ids(self, filters: Mapping[str, str]) -> list[str]:
@@ -526,7 +615,7 @@ class IndexVersion:
         with self._mutex:
             if not folded:
                 return self.ids()
-            labels = self._match_labels(folded, self.count() + 1)
+            labels = self._match_labels(folded, self.count() + 1)  # never None: no field has more rows
             ids = []
             for start in range(0, labels.size, 900):
                 chunk = labels[start:start + 900].tolist()
@@ -538,10 +627,11 @@ class IndexVersion:
         """Top-k live drawings by cosine similarity, optionally restricted by metadata filters.
 
         Filtering happens *inside* the search (like OpenSearch's efficient k-NN filtering), so a
-        filter never returns fewer than ``k`` hits while ``k`` drawings match: when at most
-        ``EXACT_FILTER_MAX`` drawings match (found through the trigram index), they are scored
-        exactly; otherwise the HNSW graph is searched for more and more candidates
-        (``OVERFETCH``) until ``k`` of them match.
+        filter never returns fewer than ``k`` hits while ``k`` drawings match. A broad filter is
+        answered from the first ``OVERFETCH × k`` HNSW candidates; otherwise ``filter_plan``
+        chooses between walking the graph deeper until ``k`` candidates match and enumerating
+        the matches through the trigram index (at most ``EXACT_FILTER_MAX``) to score them all
+        exactly. Equal scores come out in label (insertion) order.
 
         Args:
             vector: float32 ``[D]``, or a query set ``[R, D]`` (e.g. rotations): each id scores its
@@ -571,55 +661,60 @@ class IndexVersion:
             if not filters:
                 return self._results(self._overfetch(q, k, {}, factor=UNFILTERED_FETCH)[0])
             # A broad filter: k matches are among the first OVERFETCH × k candidates. Otherwise
-            # the share of matches among the candidates seen decides (filter_plan).
+            # the share of matches among them decides (filter_plan).
             live = self.count()
-            factor = float(OVERFETCH)
+            factor, looked = float(OVERFETCH), False
             while True:
-                hits, complete, share = self._overfetch(q, k, filters, factor=factor, max_fetch=0)
+                hits, complete, share, shares = self._overfetch(q, k, filters, factor=factor, max_fetch=0)
                 if complete:
                     return self._results(hits)
-                step, factor = filter_plan(k, live, int(math.ceil(factor * k)), share, factor)
-                if step == "walk":
-                    # Bounded: fewer than k drawings may match at all (the walk would then fetch
-                    # the whole graph); the exact path below answers those.
-                    hits, complete, _ = self._overfetch(q, k, filters, factor=factor, max_fetch=DEEP_FETCH_MAX)
-                    if complete:
-                        return self._results(hits)
+                seen = int(math.ceil(factor * k))
+                if share > 0 or looked:
+                    # Several filters: the share if they were independent, when that is higher.
+                    # Candidates cluster around the query, so either can be far off; a walk sized
+                    # too short costs one more round, one sized too long can cost hundreds of ms.
+                    share = max(share, math.prod(shares.values()))
+                step, factor = filter_plan(k, live, seen, share, _driver_share(filters, shares, seen), looked)
+                if step != "look":
                     break
-                if step == "enumerate":
-                    break
-            # A selective one: find all matches (at most EXACT_FILTER_MAX + 1) through the trigram
-            # index and score them exactly.
-            labels = self._match_labels(filters, EXACT_FILTER_MAX + 1)
-            if labels.size == 0:
-                return []
-            if labels.size <= EXACT_FILTER_MAX:
-                labels = np.sort(labels)  # ascending: ties keep label (insertion) order
-                scores = (self._vectors(labels) @ q.T).max(axis=1)
-                order = np.argsort(-scores, kind="stable")[:k]
-                return self._results([(int(labels[i]), float(scores[i])) for i in order])
-            # Too many to score, too few to meet in the first candidates: walk deeper.
-            return self._results(self._overfetch(q, k, filters, factor=4 * OVERFETCH)[0])
+                looked = True
+            if step == "walk":
+                # Bounded when the exact path is the cheaper way on: fewer than k drawings may match
+                # at all (the walk would then fetch the whole graph), and it answers those.
+                rows = _driver_share(filters, shares, seen) * live
+                bound = DEEP_FETCH_MAX if rows * ENUM_COST_US <= DEEP_FETCH_MAX * WALK_COST_US else None
+                hits, complete, _, _ = self._overfetch(q, k, filters, factor=factor, max_fetch=bound)
+                if complete:
+                    return self._results(hits)
+            # A selective one: find all matches through the trigram index and score them exactly.
+            labels = self._match_labels(filters, EXACT_FILTER_MAX)
+            if labels is not None:
+                return self._results(self._exact(q, labels, k)) if labels.size else []
+            # More than EXACT_FILTER_MAX match, so s > EXACT_FILTER_MAX / live: a walk of
+            # 2k × live / EXACT_FILTER_MAX candidates meets k of them (deeper rounds if not).
+            return self._results(self._overfetch(q, k, filters, factor=max(4.0 * OVERFETCH, 2.0 * live / EXACT_FILTER_MAX))[0])
 
     def _overfetch(self, q: np.ndarray, k: int, filters: Mapping[str, str], *, factor: float,
-                   max_fetch: int | None = None) -> tuple[list[tuple[int, float]], bool, float]:
+                   max_fetch: int | None = None) -> tuple[list[tuple[int, float]], bool, float, dict[str, float]]:
         """HNSW candidates, best first, kept when live and matching the folded ``filters``.
 
         The first fetch is ``factor × k × ntotal / live`` (tombstones dilute the graph); each
-        further round fetches 4× more (at most ``max_fetch``; ``0``: one round only), until ``k``
+        further round fetches 2–4× more, 1.5× what the hits so far say ``k`` need (at most
+        ``max_fetch``; ``0``: one round only; ``None``: up to the whole graph), until ``k``
         hits are found or the whole graph was fetched. efSearch is ``ef_search`` scaled by
         ``fetch / k`` (at most ``2 × fetch``, at least ``fetch``): ``ef_search`` is tuned for the
         top k, and a deeper candidate list needs a wider beam to keep its recall.
 
         Returns:
-            ``([(label, score)] at most k, complete, share)``: ``complete`` is False when
+            ``([(label, score)] at most k, complete, share, shares)``: ``complete`` is False when
             ``max_fetch`` stopped the rounds before ``k`` hits were found; ``share`` is the
-            fraction of the last round's candidates that passed (the filter's selectivity, roughly).
+            fraction of the last round's candidates that passed (the filters' selectivity,
+            roughly), ``shares`` the fraction that passed each filter alone.
         """
         ntotal = int(self._index.ntotal)
         live = self.count()
         if live == 0:
-            return [], True, 0.0
+            return [], True, 0.0, {f: 0.0 for f in filters}
         hnsw = faiss.downcast_index(self._index.index)
         fetch = min(ntotal, int(math.ceil(factor * k * ntotal / live)))
         limit = ntotal if max_fetch is None else min(ntotal, int(max_fetch))
@@ -636,20 +731,25 @@ class IndexVersion:
                 for sc, lab in zip(row_scores.tolist(), row_labels.tolist()):
                     if lab >= 0 and sc > best.get(lab, -math.inf):
                         best[lab] = sc
-            candidates = sorted(best.items(), key=lambda kv: -kv[1])
-            usable = self._usable([lab for lab, _ in candidates], filters)
+            candidates = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))  # ties: label order
+            passed: dict[str, int] = {}
+            usable = self._usable([lab for lab, _ in candidates], filters, passed)
             hits = [(lab, sc) for lab, sc in candidates if lab in usable]
-            share = len(hits) / max(1, len(candidates))
+            seen = max(1, len(candidates))
+            share, shares = len(hits) / seen, {f: passed.get(f, 0) / seen for f in filters}
             if len(hits) >= k or fetch >= ntotal:
-                return hits[:k], True, share
-            if min(fetch * 4, limit) <= fetch:
-                return hits[:k], False, share
-            fetch = min(fetch * 4, limit)
+                return hits[:k], True, share, shares
+            # The next round: 1.5× what this round's share says k hits take, 2–4× this one.
+            grow = 4.0 if not hits else min(4.0, max(2.0, 1.5 * k / len(hits)))
+            if min(int(math.ceil(fetch * grow)), limit) <= fetch:
+                return hits[:k], False, share, shares
+            fetch = min(int(math.ceil(fetch * grow)), limit)
 
-    def _usable(self, labels: list[int], filters: Mapping[str, str]) -> set[int]:
+    def _usable(self, labels: list[int], filters: Mapping[str, str], passed: dict[str, int] | None = None) -> set[int]:
         """The subset of ``labels`` that are live and match the folded ``filters``: one query per
         filter on ``fields`` by its ``(label, field)`` key (rows exist only for live drawings),
-        intersected; without filters, liveness from ``docs``."""
+        intersected; without filters, liveness from ``docs``. ``passed`` (if given) is filled with
+        how many of ``labels`` pass each filter alone (every filter is then queried)."""
         found: set[int] = set()
         for start in range(0, len(labels), 900):  # SQLite's default variable limit is 999 (< 3.32)
             chunk = labels[start:start + 900]
@@ -663,7 +763,9 @@ class IndexVersion:
                                         "AND instr(folded, ?) > 0", [field, *chunk, needle])
                 got = {r[0] for r in rows}
                 passing = got if passing is None else passing & got
-                if not passing:
+                if passed is not None:
+                    passed[field] = passed.get(field, 0) + len(got)
+                elif not passing:
                     break
             found |= passing or set()
         return found
@@ -687,7 +789,7 @@ class IndexVersion:
             if labels.size:
                 with _omp_threads(None):
                     fresh.add_with_ids(self._vectors(labels), labels)
-            self._index = fresh
+            self._set_index(fresh)
             self._save_index()
             return removed
 
