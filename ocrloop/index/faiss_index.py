@@ -288,8 +288,7 @@ class IndexVersion:
         self._create_schema()
         self._index: faiss.IndexIDMap2 | None = None
         self._index_stamp: tuple[int, int] | None = None
-        self._ids_cache: tuple[int, int, np.ndarray] | None = None  # (generation, ntotal, labels)
-        self._index_generation = 0
+        self._ids_cache: tuple[int, np.ndarray] | None = None  # (ntotal, labels); reset by _set_index
         self._load_index()
 
     def _create_schema(self) -> None:
@@ -356,7 +355,6 @@ class IndexVersion:
 
     def _set_index(self, index: faiss.IndexIDMap2) -> None:
         self._index = index
-        self._index_generation += 1
         self._ids_cache = None
 
     def _load_index(self) -> None:
@@ -400,11 +398,11 @@ class IndexVersion:
         """
         ntotal = int(self._index.ntotal)
         cached = self._ids_cache
-        if cached is None or cached[0] != self._index_generation or cached[1] != ntotal:
+        if cached is None or cached[0] != ntotal:  # the same graph, grown by add_with_ids
             ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
             ids.flags.writeable = False
-            self._ids_cache = cached = (self._index_generation, ntotal, ids)
-        return cached[2]
+            self._ids_cache = cached = (ntotal, ids)
+        return cached[1]
 
     def _vectors(self, labels: np.ndarray) -> np.ndarray:
         """Stored vectors float32 ``[n, D]`` of graph labels int64 ``[n]``, read from the HNSW's
@@ -674,15 +672,15 @@ class IndexVersion:
                     # Candidates cluster around the query, so either can be far off; a walk sized
                     # too short costs one more round, one sized too long can cost hundreds of ms.
                     share = max(share, math.prod(shares.values()))
-                step, factor = filter_plan(k, live, seen, share, _driver_share(filters, shares, seen), looked)
+                driver_share = _driver_share(filters, shares, seen)
+                step, factor = filter_plan(k, live, seen, share, driver_share, looked)
                 if step != "look":
                     break
                 looked = True
             if step == "walk":
                 # Bounded when the exact path is the cheaper way on: fewer than k drawings may match
                 # at all (the walk would then fetch the whole graph), and it answers those.
-                rows = _driver_share(filters, shares, seen) * live
-                bound = DEEP_FETCH_MAX if rows * ENUM_COST_US <= DEEP_FETCH_MAX * WALK_COST_US else None
+                bound = DEEP_FETCH_MAX if driver_share * live * ENUM_COST_US <= DEEP_FETCH_MAX * WALK_COST_US else None
                 hits, complete, _, _ = self._overfetch(q, k, filters, factor=factor, max_fetch=bound)
                 if complete:
                     return self._results(hits)
