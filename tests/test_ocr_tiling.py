@@ -256,6 +256,103 @@ def test_line_leaves_box_tells_a_line_from_a_typed_dash_and_glyphs():
         line_leaves_box(through, m, "left")
 
 
+def _dimension_scene(value, *, touching=False, above=False, mark=False, turns=0):
+    """A short dimension in osifont (the corpus' ISO 3098 lettering) and the box det gives it: the
+    value centred between extension lines 24 px away, the dimension line ending in arrowheads whose
+    tips touch them (ISO 129-1), and the box around the value and the arrowheads, up to the
+    extension lines (as on the dev pages' ``1600`` for ``600``). ``touching``: no arrowheads, but a
+    dimension line that runs into the value's first glyph; ``above``: the dimension line runs on
+    under the value (ISO 129-1's placement above the line) and the box takes it in; ``mark``: a
+    short free-standing stroke after the value (a tick or an apostrophe, no line). Returns (grey sheet uint8 ``[H, W]``,
+    box float32 ``[4, 2]`` clockwise from its top-left), turned by ``np.rot90(…, turns)`` with the
+    box turned along (``turns=1``: the value reads bottom-to-top)."""
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(str(Path("/usr/share/fonts/truetype/osifont/osifont.ttf")), 26)
+    page = Image.new("L", (400, 200), 255)
+    draw = ImageDraw.Draw(page)
+    left, top, right, bottom = font.getbbox(value)
+    x0, y0 = 160, 90
+    draw.text((x0 - left, y0 - top), value, font=font, fill=0)
+    x1, y1, cy = x0 + right - left, y0 + bottom - top, y0 + (bottom - top) // 2
+    ext0, ext1 = x0 - 24, x1 + 24
+    for ext in (ext0, ext1):
+        draw.line((ext, cy - 50, ext, cy + 50), fill=0, width=2)
+    if touching:
+        stem = x0 + int(np.argmax(np.asarray(page)[cy, x0:x1] < 128))  # the first glyph's ink at mid-height
+        draw.line((ext0, cy, stem, cy), fill=0, width=2)
+        draw.line((x1 + 4, cy, ext1, cy), fill=0, width=2)
+    else:
+        line_y = y1 + 5 if above else cy
+        for tip, out in ((ext0, -1), (ext1, 1)):  # 13 px arrowheads pointing out at the extension lines
+            draw.polygon([(tip, line_y), (tip - 13 * out, line_y - 4), (tip - 13 * out, line_y + 4)], fill=0)
+            draw.line((tip, line_y, (ext0 + ext1) // 2 if above else tip - 16 * out, line_y), fill=0, width=2)
+    if mark:
+        draw.line((x1 + 6, y0, x1 + 6, y0 + 7), fill=0, width=2)
+    gray = np.asarray(page).copy()
+    box = _rect(ext0 + 2, y0 - 8, ext1 - 2, y1 + (14 if above else 8))
+    for _ in range(turns % 4):  # np.rot90 turns counter-clockwise: (x, y) -> (y, W - 1 - x)
+        w = gray.shape[1]
+        gray = np.ascontiguousarray(np.rot90(gray))
+        box = np.roll(np.stack([box[:, 1], w - 1 - box[:, 0]], axis=1).astype(np.float32), -1, axis=0)
+    return gray, box
+
+
+def test_line_end_runs_tell_arrowheads_from_glyphs():
+    from ocrloop.ocr.engine import LINE_MARGIN, _box_size, line_end_runs, margin_view
+
+    def runs(value, **kw):
+        gray, box = _dimension_scene(value, **kw)
+        h = _box_size(box)[1]
+        m = max(4, round(LINE_MARGIN * h))
+        return line_end_runs(margin_view(gray, box, 0, m), m)
+
+    assert runs("600") == [True, False, False, False, True]  # arrowhead, 6, 0, 0, arrowhead
+    # Under the value, the dimension line would make one run of the whole box; it goes as a long line.
+    assert runs("600", above=True) == [True, False, False, False, True]
+    assert runs("600", above=True, mark=True) == [True, False, False, False, False, True]  # the mark is no line
+    # The line into the first glyph goes with the long lines and the glyph stays; the stub on the right
+    # is a line end (rec did not read it: "1650" keeps its "1", see below).
+    assert runs("1650", touching=True) == [False, False, False, False, True]
+    assert runs("2001", touching=True) == [False, False, False, False, True]
+    assert line_end_runs(np.full((40, 60), 255, np.uint8), 10) == []  # no ink
+
+
+@pytest.mark.parametrize("turns", [0, 1])
+def test_strip_line_ends_drops_what_rec_read_from_arrowheads(turns):
+    """``1600`` / ``16001`` / ``1600↓`` for ``600`` between arrowheads lose the arrowheads' readings;
+    a ``1`` that is a glyph stays, also where a line runs into it or a count leaves it open."""
+    import ocrloop.ocr.engine as engine_module
+    from ocrloop.ocr.engine import strip_line_ends
+
+    gray, box = _dimension_scene("600")
+    read_turns = 0
+    if turns:  # the same dimension written upwards: the box is read turned back
+        gray, box = _dimension_scene("600", turns=1)
+        read_turns = 1
+    for reading in ("1600", "6001", "16001", "1600↓", "600"):
+        assert strip_line_ends(reading, gray, box, read_turns) == "600", reading
+    above, abox = _dimension_scene("600", above=True)
+    assert strip_line_ends("16001", above, abox, 0) == "600"
+    marked, mbox = _dimension_scene("600", above=True, mark=True)
+    assert strip_line_ends("160011", marked, mbox, 0) == "6001"  # both arrowheads go, the mark stays
+    assert strip_line_ends("16001", marked, mbox, 0) == "16001"  # one of two ends read: which one is open
+    # Both ends read, but the last as a glyph ("0"): the count does not tell which "1" is which.
+    assert strip_line_ends("1I6000", gray, box, read_turns) == "1I6000"
+    touched, tbox = _dimension_scene("1650", touching=True)
+    assert strip_line_ends("1650", touched, tbox, 0) == "1650"
+    plain, pbox = _dimension_scene("2001", touching=True)
+    assert strip_line_ends("2001", plain, pbox, 0) == "2001"
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(engine_module, "LINE_END_CHARS", "")
+    try:
+        assert strip_line_ends("1600", gray, box, read_turns) == "1600"
+    finally:
+        monkey.undo()
+
+
 def _tracked_page(lines):
     """Lines in osifont (the corpus' ISO lettering font) with CAD-like tracking: ``(text, tracking)``
     with the blank between glyphs as a share of the font size, and a space 0.45 of it."""

@@ -37,8 +37,10 @@ library pieces rather than rewritten, plus what whole drawing sheets need:
   ``inference.pdiparams``;
 * dimension lines: det takes the end of a dimension line or leader that runs into its value into
   the box, and rec reads it as a dash (``-1650``, ``600-``); a leading or trailing dash is dropped
-  when a line leaves the box at that end (``strip_line_dashes``), while a typed minus or hyphen,
-  which ends with its glyph, is kept;
+  when a line leaves the box at that end, while a typed minus or hyphen, which ends with its glyph,
+  is kept; likewise a first or last character read from an arrowhead, an extension line or a
+  leader's corner (``1600`` for ``600``) where the crop's ink shows a line's end there and no
+  glyph (``strip_line_ends``, ``line_end_runs``);
 * spaces: rec drops word spaces and reads wide letter spacing as one; each line's spaces are set
   from the blanks between its glyphs and their pitch (``respace``) where rec's reading and the
   glyphs pair one-to-one;
@@ -110,8 +112,13 @@ glyphs chained in its direction (``tiling.glyph_chains``)."""
 DASHES = "-‐‑‒–—―−一"
 """Dash-like characters a straight line abutting a text is read as (``-``, the Unicode dashes and
 minus, and CJK ``一``, a frequent reading of a line stroke by the multilingual PP-OCRv5 rec)."""
+LINE_END_CHARS = "1Il|丨/\\↓↑←→」「"
+"""Characters PP-OCR rec reads the end of a dimension line, an arrowhead, an extension line or a
+leader's corner as, when det takes it into a value's box (``1600`` and ``1600↓`` for ``600``,
+``」150`` for ``150``): ``strip_line_ends`` drops one at either end of a reading when the ink there
+is a line's end (``line_end_runs``); ``""`` turns that off. Dashes are ``DASHES``'."""
 LINE_MARGIN = 0.5
-"""``strip_line_dashes`` looks this many text heights beyond each end of a line's box: a dimension
+"""``strip_line_ends`` looks this many text heights beyond each end of a line's box: a dimension
 line runs on for far longer, while the next word of a sentence starts within about one."""
 RESPACE = True
 """``OcrEngine.read`` sets each line's spaces from its glyph gaps (``respace``); ``False`` keeps rec's."""
@@ -808,7 +815,7 @@ class OcrEngine:
             if READ_X_GLYPHS:
                 text = x_or_times(text, inputs[k], ink_level)
             view_turns = turns[i] + (2 if plan[i] == "180" or k != ks[0] else 0)
-            best.append((strip_line_dashes(text, gray, boxes[i], view_turns, ink_level), score))  # line read as dash?
+            best.append((strip_line_ends(text, gray, boxes[i], view_turns, ink_level), score))  # a line read as text?
         keep = [i for i, (text, score) in enumerate(best) if text.strip() and score >= self.drop_score]
         keep = [keep[k] for k in dedup_lines([boxes[i] for i in keep], [best[i][0] for i in keep],
                                              [best[i][1] for i in keep], weighted=True)]
@@ -885,16 +892,83 @@ def line_leaves_box(view: np.ndarray, margin: int, side: str, ink_level: int = 1
     return False
 
 
-def strip_line_dashes(text: str, gray: np.ndarray, box: np.ndarray, turns: int, ink_level: int = 160,
-                      margin: float = LINE_MARGIN) -> str:
-    """``text`` without the leading / trailing dashes (``DASHES``) that are a line leaving its box:
-    a dimension line or leader running into the value, which PP-OCR det takes into the box and
-    rec reads as ``-`` (``-1650`` for ``1650``, ``600-`` for ``600``).
+def line_end_runs(view: np.ndarray, margin: int, ink_level: int = 160, reach: float = 0.5,
+                  short: float = 0.6) -> list[bool]:
+    """The ink runs of a text box once its long straight strokes are gone, left to right, each
+    ``True`` when it is a line's end rather than a glyph: an arrowhead, the stub of an extension
+    line or of a leader's corner that det took into a value's box.
 
-    A side is cut when a line leaves the box at that end (``line_leaves_box`` on the box's
-    surroundings, ``margin`` text heights around it); a typed hyphen or minus ends where its glyph
-    ends and is kept. Tuned on the 24 dev pages of ``bench/ocr_serving.py`` only (never its
-    test pages).
+    ``view`` is the box's ``margin_view`` (uint8, text running left to right, the box at
+    ``[margin:-margin, margin:-margin]``). Straight strokes longer than 1.2 box heights (the
+    dimension line itself, extension lines, leaders: longer than any glyph stroke of the line) are
+    removed by morphological openings with a horizontal and a vertical line (the rule removal of
+    ``glyph_boxes``, in both directions), with the ink within 1 px of them (a line's anti-aliased
+    fringe, whose rows break into shorter runs); the rest of the box's ink is cut into runs of inked
+    columns. A run is a line's end when all of its ink belongs to thin strokes (8-connected, 1 px
+    breaks closed, area ≤ ¼ box height × (width + height), as in ``line_leaves_box``) that run out
+    of the view, reach ``reach`` box heights beyond the box or are at least a box height long (a
+    dimension line ending in an arrowhead on each side of its value), and it is less than ``short``
+    times as tall as the median of the other runs (those with ink of their own): an arrowhead's wings or a stub stand lower than a
+    glyph, while a ``1`` that a dimension line touches keeps its full height.
+
+    Returns:
+        One flag per run (``[]`` when the box holds no ink or is under 3 px high).
+    """
+    big_h, big_w = view.shape[:2]
+    h, w = big_h - 2 * margin, big_w - 2 * margin
+    if h < 3 or w < 2 or margin < 1:
+        return []
+    ink = (view < ink_level).astype(np.uint8)
+    padded = cv2.copyMakeBorder(ink, 2, 2, 2, 2, cv2.BORDER_REPLICATE)  # the view's edge neither grows nor erodes
+    ink = np.ascontiguousarray(cv2.morphologyEx(padded, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))[2:-2, 2:-2])
+    _n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    k = max(3, int(round(1.2 * h)))
+    lines = (cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, k), np.uint8))
+             | cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((k, 1), np.uint8)))
+    lines = cv2.dilate(lines, np.ones((3, 3), np.uint8)) & ink  # with the anti-aliased fringe, broken into shorter runs
+    rest = (ink & (1 - lines))[margin:margin + h, margin:margin + w]
+    inside = labels[margin:margin + h, margin:margin + w]
+    r = max(2, int(round(reach * h)))
+    x, y, cw, ch, area = (stats[:, i].astype(np.int64) for i in range(5))
+    runs_out = ((x == 0) | (y == 0) | (x + cw == big_w) | (y + ch == big_h) | (x <= margin - r)
+                | (y <= margin - r) | (x + cw >= margin + w + r) | (y + ch >= margin + h + r))
+    line_like = (runs_out | (np.maximum(cw, ch) >= h)) & (area <= np.maximum(3.0, h / 4) * (cw + ch))
+    cols = np.concatenate([[False], rest.any(axis=0), [False]])
+    edges = np.flatnonzero(cols[1:] != cols[:-1])
+    runs = list(zip(edges[::2], edges[1::2]))
+    if not runs:
+        return []
+    heights, of_lines = [], []
+    for a, b in runs:
+        rows = np.flatnonzero(rest[:, a:b].any(axis=1))
+        heights.append(int(rows[-1] - rows[0] + 1))
+        comps = np.unique(inside[:, a:b][rest[:, a:b] > 0])
+        of_lines.append(bool(comps.size) and bool(line_like[comps].all()))
+    glyphs = [height for height, line in zip(heights, of_lines) if not line]
+    if not glyphs:
+        return [False] * len(runs)
+    tall = float(np.median(glyphs))  # the glyphs' height: runs with ink of their own
+    flags = [line and height < short * tall for height, line in zip(heights, of_lines)]
+    return flags
+
+
+def strip_line_ends(text: str, gray: np.ndarray, box: np.ndarray, turns: int, ink_level: int = 160,
+                    margin: float = LINE_MARGIN) -> str:
+    """``text`` without what rec read from lines running into the box: a dimension line or leader
+    that det took into the box with its value and rec read as a dash (``-1650``, ``600-``), as a
+    ``1`` or an arrow (an arrowhead: ``1600``, ``1600↓`` for ``600``) or as a corner (``」150``).
+
+    * Leading / trailing dashes (``DASHES``) go when a line leaves the box at that end
+      (``line_leaves_box``, ``margin`` text heights around the box); a typed hyphen or minus ends
+      where its glyph ends and is kept.
+    * Then a first or last ``LINE_END_CHARS`` character goes when the ink at that end is a line's
+      end (``line_end_runs``) and the reading pairs with the box's ink runs: the reading has as
+      many characters as there are glyph runs plus the line ends rec read. Where the count leaves
+      open which end rec read (one extra character, line ends on both sides, both characters
+      line-like), nothing is cut.
+
+    Tuned on the dev pages of ``bench/ocr_serving.py`` only (never its test pages): the dashes
+    on its 24 pages, the line ends on those and on the 24 pages after them (``--per-source 3``).
 
     Args:
         text: the reading of the crop.
@@ -907,7 +981,8 @@ def strip_line_dashes(text: str, gray: np.ndarray, box: np.ndarray, turns: int, 
     Returns:
         The text, cut; unchanged when nothing would be left.
     """
-    if not text or (text[0] not in DASHES and text[-1] not in DASHES):
+    ends = DASHES + LINE_END_CHARS
+    if len(text) < 2 or (text[0] not in ends and text[-1] not in ends):
         return text
     pts = np.asarray(box, dtype=np.float32).reshape(4, 2)
     width, height = _box_size(pts)
@@ -920,6 +995,23 @@ def strip_line_dashes(text: str, gray: np.ndarray, box: np.ndarray, turns: int, 
         out = out.lstrip(DASHES).lstrip()
     if out and out[-1] in DASHES and line_leaves_box(view, m, "end", ink_level):
         out = out.rstrip(DASHES).rstrip()
+    if len(out) >= 2 and LINE_END_CHARS and (out[0] in LINE_END_CHARS or out[-1] in LINE_END_CHARS):
+        flags = line_end_runs(view, m, ink_level)
+        if len(flags) >= 2:
+            at_start, at_end = flags[0], flags[-1]
+            read_ends = len(out.replace(" ", "")) - (len(flags) - at_start - at_end)  # line ends rec read
+            cut_start = at_start and out[0] in LINE_END_CHARS
+            cut_end = at_end and out[-1] in LINE_END_CHARS
+            if read_ends == at_start + at_end and (cut_start, cut_end) == (at_start, at_end):
+                pass  # every line end read, and read as a line: cut them all
+            elif read_ends == 1 and at_start and at_end and cut_start != cut_end:
+                pass  # one of two read: the one read as a line
+            else:
+                cut_start = cut_end = False
+            if cut_start:
+                out = out[1:].lstrip()
+            if cut_end and out:
+                out = out[:-1].rstrip()
     return out or text
 
 
@@ -1199,7 +1291,8 @@ def _check_image(image: np.ndarray) -> None:
 
 
 __all__ = ["OcrEngine", "Line", "DetParams", "TileParams", "ModelLoadError", "default_det_model_path",
-           "strip_line_dashes", "line_leaves_box", "margin_view", "DASHES", "respace", "glyph_spans",
+           "strip_line_ends", "line_end_runs", "line_leaves_box", "margin_view", "DASHES", "LINE_END_CHARS",
+           "respace", "glyph_spans",
            "glyph_boxes", "x_or_times", "BASELINE_CHARS", "RESPACE", "READ_X_GLYPHS",
            "default_cls_model_path", "det_resize_shape", "read_character_list", "rec_batch_width",
            "ENGINES", "ORIENTATIONS"]
