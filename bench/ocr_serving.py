@@ -60,7 +60,9 @@ misses of horizontal and vertical lines are counted by cause (``miss_causes``: u
 merged, confusable — case, ``x``/``×`` or spaces only — or misread). *found* (``filter_found``):
 what a search filter on the drawing's OCR text finds — the share of labelled strings of ≥ 3
 characters that occur in the sheet's OCR text, both folded as the index folds them
-(``ocrloop.index.fields.fold``; the JSON also gives case folding alone).
+(``ocrloop.index.fields.fold``; the JSON also gives case folding alone). *unlab*
+(``unlabelled_readings``): readings that overlap no labelled line — marks read as text and text
+outside the drawings' text entities; not a precision, but comparable between rows.
 
 Uncertainty: lines of one sheet are not independent (font, dpi, style), so the JSON gives 95 %
 intervals from resampling whole sheets (``sheet_bootstrap``) for three figures: each row's
@@ -446,6 +448,39 @@ def filter_found(sheets: Sequence[Sheet], preds: Sequence[Sequence[tuple[np.ndar
                 n += 1
                 found += fold(t["text"].strip()) in text
     return {"found": round(found / n, 4) if n else None, "strings": n}
+
+
+def unlabelled_readings(sheets: Sequence[Sheet], preds: Sequence[Sequence[tuple[np.ndarray, str]]],
+                        overlap: float = 0.1) -> dict:
+    """Readings that overlap no labelled line (no shared area of ``overlap`` or more of the smaller
+    polygon's): what a row reads besides the labelled text — marks read as text (a hole read
+    ``O``, a dashed line read ``---``) and text the renderer does not label. Not a precision: the
+    labels are the drawings' text entities, and a sheet may hold text outside them; compared
+    between rows on the same sheets it shows which engine adds more.
+
+    Returns:
+        ``{"readings", "predicted", "share"}``; the 8 most frequent unlabelled strings in
+        ``"top"`` as ``[[text, count], …]``.
+    """
+    from collections import Counter
+
+    from shapely import STRtree
+    from shapely.geometry import Polygon
+
+    n = found = 0
+    strings: Counter = Counter()
+    for s, p in zip(sheets, preds):
+        gt = [Polygon(np.asarray(t["polygon"], dtype=np.float64)).buffer(0) for t in s.texts]
+        tree = STRtree(gt) if gt else None
+        for poly, text in p:
+            n += 1
+            q = Polygon(np.asarray(poly, dtype=np.float64).reshape(-1, 2)).buffer(0)
+            near = [gt[int(j)] for j in tree.query(q, predicate="intersects")] if tree is not None else []
+            if not any(q.intersection(g).area >= overlap * min(q.area, g.area) > 0 for g in near):
+                found += 1
+                strings[text] += 1
+    return {"readings": found, "predicted": n, "share": round(found / n, 4) if n else None,
+            "top": [[t, c] for t, c in strings.most_common(8)]}
 
 
 def summarize(sheets: Sequence[Sheet], hits: Sequence[dict[str, list[bool]]]) -> dict:
@@ -957,6 +992,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "missed_examples": [t["text"] for s, h in zip(sheets, hits) for t, ok in zip(s.texts, h["exact"]) if not ok][:12],
             "filter_found": filter_found(sheets, row["preds"], fold),
             "filter_found_casefold": filter_found(sheets, row["preds"], fold_v1),
+            "unlabelled": unlabelled_readings(sheets, row["preds"]),
         }
         causes: dict[str, dict[str, int]] = {"horizontal": {}, "vertical": {}}
         vertical_missed = []
@@ -1008,14 +1044,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print()
     header = (f"{'row':58s} {'conc':>4s} {'sheets/s':>8s} {'p50 s':>6s} {'p95 s':>6s} {'exact':>6s} {'⌀':>6s} {'nosp':>6s} "
-              f"{'horiz':>6s} {'vert':>6s} {'found':>6s}")
+              f"{'horiz':>6s} {'vert':>6s} {'found':>6s} {'unlab':>6s}")
     print(header)
     print("-" * len(header))
     for r in results:
         print(f"{r['name'][:58]:58s} {r['concurrency']:4d} {r['sheets_per_s']:8.3f} {r['latency_p50_s']:6.2f} {r['latency_p95_s']:6.2f} "
               f"{r['recall_exact']:6.3f} {r['recall_diameter']:6.3f} {r['recall_nospace']:6.3f} "
               f"{_fmt(r['horizontal']['exact']['recall'])} {_fmt(r['vertical']['exact']['recall'])} "
-              f"{_fmt(r['filter_found']['found'])}")
+              f"{_fmt(r['filter_found']['found'])} {r['unlabelled']['readings']:6d}")
     for k, v in ratios.items():
         print(f"  {k}: {v['sheets_per_s']:.2f}× sheets/s, {v['recall_exact_points']:+.1f} points exact recall"
               f"{_ci(v['recall_exact_points_ci95'])}")

@@ -1,4 +1,5 @@
-"""The OCR benchmark's uncertainty figures: sheet-bootstrap intervals (bench/ocr_serving.py)."""
+"""The OCR benchmark's uncertainty figures (sheet-bootstrap intervals) and its count of readings that
+overlap no label (bench/ocr_serving.py)."""
 
 from __future__ import annotations
 
@@ -104,3 +105,21 @@ def test_recall_difference_is_paired() -> None:
     low, high = recall_difference(sheets, ours, theirs)
     assert 0 < low < high  # one more line per sheet: 4 of 75 points in total, more where sheets are short
     assert recall_difference(sheets, ours, ours) == [0.0, 0.0]
+
+
+def test_unlabelled_readings_count_what_overlaps_no_label() -> None:
+    from bench.ocr_serving import unlabelled_readings
+
+    def square(x0: float, y0: float, side: float = 10.0) -> np.ndarray:
+        return np.array([[x0, y0], [x0 + side, y0], [x0 + side, y0 + side], [x0, y0 + side]], dtype=np.float32)
+
+    sheet = _sheet("a", [0, 0])
+    sheet.texts[0]["polygon"] = square(0, 0).tolist()
+    sheet.texts[1]["polygon"] = square(100, 0).tolist()
+    preds = [(square(2, 2), "600"),  # on a label
+             (square(108, 0), "1"),  # a fifth of it on a label: counts as on it
+             (square(109.5, 0), "x"),  # 5 % on a label: unlabelled
+             (square(50, 50), "O"), (square(70, 50), "O")]  # marks read as text
+    out = unlabelled_readings([sheet], [preds])
+    assert out == {"readings": 3, "predicted": 5, "share": 0.6, "top": [["O", 2], ["x", 1]]}
+    assert unlabelled_readings([_sheet("b", [])], [[]])["share"] is None

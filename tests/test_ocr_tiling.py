@@ -353,6 +353,60 @@ def test_strip_line_ends_drops_what_rec_read_from_arrowheads(turns):
         monkey.undo()
 
 
+def _ring_scene(kind, size=22):
+    """A grey sheet with one mark centred in a ``size`` px box: ``"circle"`` (a hole or a bar's
+    section, drawn 2 px wide), ``"crossed"`` (the same with centre lines running out of the box),
+    ``"dot"`` (filled), or a glyph (``"osifont O"``, ``"osifont 0"``, ``"DejaVu 0"``). Returns (gray, box)."""
+    from pathlib import Path
+
+    import cv2
+    from PIL import Image, ImageDraw, ImageFont
+
+    from serving_fixtures import font_path
+
+    cx, cy = 100, 100
+    if kind in ("circle", "crossed", "dot"):
+        gray = np.full((200, 200), 255, np.uint8)
+        cv2.circle(gray, (cx, cy), size // 2 - 4, 0, -1 if kind == "dot" else 2, cv2.LINE_AA)
+        if kind == "crossed":
+            cv2.line(gray, (cx - 40, cy), (cx + 40, cy), 0, 1, cv2.LINE_AA)
+            cv2.line(gray, (cx, cy - 40), (cx, cy + 40), 0, 1, cv2.LINE_AA)
+    else:
+        face, char = kind.split()
+        file = Path("/usr/share/fonts/truetype/osifont/osifont.ttf") if face == "osifont" else font_path()
+        font = ImageFont.truetype(str(file), size - 6)
+        page = Image.new("L", (200, 200), 255)
+        left, top, right, bottom = font.getbbox(char)
+        ImageDraw.Draw(page).text((cx - (left + right) / 2, cy - (top + bottom) / 2), char, font=font, fill=0)
+        gray = np.asarray(page).copy()
+    half = size / 2
+    return gray, _rect(cx - half, cy - half, cx + half, cy + half)
+
+
+@pytest.mark.parametrize("size", [16, 22, 34])
+def test_a_drawn_circle_read_as_a_letter_is_dropped(size):
+    from ocrloop.ocr.engine import drop_lone_ring
+
+    for kind in ("circle", "crossed"):
+        gray, box = _ring_scene(kind, size)
+        for reading in ("O", "o", "Q", " O "):
+            assert drop_lone_ring(reading, gray, box, 0) == "", (kind, reading)
+        assert drop_lone_ring("C", gray, box, 0) == "C" and drop_lone_ring("0", gray, box, 0) == "0"  # only letters
+        assert drop_lone_ring("OO", gray, box, 0) == "OO"
+    for kind in ("osifont O", "osifont 0", "DejaVu 0", "dot"):  # glyphs taller than wide, a filled dot
+        gray, box = _ring_scene(kind, size)
+        assert drop_lone_ring("O", gray, box, 0) == "O", kind
+    import ocrloop.ocr.engine as engine_module
+
+    gray, box = _ring_scene("circle", size)
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(engine_module, "RING_READINGS", "")
+    try:
+        assert drop_lone_ring("O", gray, box, 0) == "O"
+    finally:
+        monkey.undo()
+
+
 def _tracked_page(lines):
     """Lines in osifont (the corpus' ISO lettering font) with CAD-like tracking: ``(text, tracking)``
     with the blank between glyphs as a share of the font size, and a space 0.45 of it."""

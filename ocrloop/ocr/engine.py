@@ -40,7 +40,8 @@ library pieces rather than rewritten, plus what whole drawing sheets need:
   when a line leaves the box at that end, while a typed minus or hyphen, which ends with its glyph,
   is kept; likewise a first or last character read from an arrowhead, an extension line or a
   leader's corner (``1600`` for ``600``) where the crop's ink shows a line's end there and no
-  glyph (``strip_line_ends``, ``line_end_runs``);
+  glyph (``strip_line_ends``, ``line_end_runs``); a lone ``O`` / ``o`` / ``Q`` read from a drawn
+  circle (a hole, a rebar's section) is dropped (``drop_lone_ring``);
 * spaces: rec drops word spaces and reads wide letter spacing as one; each line's spaces are set
   from the blanks between its glyphs and their pitch (``respace``) where rec's reading and the
   glyphs pair one-to-one;
@@ -117,6 +118,9 @@ LINE_END_CHARS = "1Il|丨/\\↓↑←→」「"
 leader's corner as, when det takes it into a value's box (``1600`` and ``1600↓`` for ``600``,
 ``」150`` for ``150``): ``strip_line_ends`` drops one at either end of a reading when the ink there
 is a line's end (``line_end_runs``); ``""`` turns that off. Dashes are ``DASHES``'."""
+RING_READINGS = "OoQ○〇◯"
+"""Single-character readings that ``drop_lone_ring`` drops when the box holds a drawn circle
+(``lone_ring``); ``""`` turns that off."""
 LINE_MARGIN = 0.5
 """``strip_line_ends`` looks this many text heights beyond each end of a line's box: a dimension
 line runs on for far longer, while the next word of a sentence starts within about one."""
@@ -815,7 +819,8 @@ class OcrEngine:
             if READ_X_GLYPHS:
                 text = x_or_times(text, inputs[k], ink_level)
             view_turns = turns[i] + (2 if plan[i] == "180" or k != ks[0] else 0)
-            best.append((strip_line_ends(text, gray, boxes[i], view_turns, ink_level), score))  # a line read as text?
+            text = strip_line_ends(text, gray, boxes[i], view_turns, ink_level)  # a line read as text?
+            best.append((drop_lone_ring(text, gray, boxes[i], view_turns, ink_level), score))  # a circle read as "O"?
         keep = [i for i, (text, score) in enumerate(best) if text.strip() and score >= self.drop_score]
         keep = [keep[k] for k in dedup_lines([boxes[i] for i in keep], [best[i][0] for i in keep],
                                              [best[i][1] for i in keep], weighted=True)]
@@ -892,6 +897,22 @@ def line_leaves_box(view: np.ndarray, margin: int, side: str, ink_level: int = 1
     return False
 
 
+def _ink_without_long_lines(view: np.ndarray, margin: int, ink_level: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ink of a ``margin_view`` (uint8 0/1, 1 px breaks closed: anti-aliasing where an
+    arrowhead meets a line) and the box's part of it without straight horizontal or vertical
+    strokes longer than 1.2 box heights (morphological openings), nor the ink within 1 px of them
+    (a line's anti-aliased fringe, whose rows break into shorter runs): ``(ink [H, W], rest [h, w])``."""
+    h, w = view.shape[0] - 2 * margin, view.shape[1] - 2 * margin
+    ink = (view < ink_level).astype(np.uint8)
+    padded = cv2.copyMakeBorder(ink, 2, 2, 2, 2, cv2.BORDER_REPLICATE)  # the view's edge neither grows nor erodes
+    ink = np.ascontiguousarray(cv2.morphologyEx(padded, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))[2:-2, 2:-2])
+    k = max(3, int(round(1.2 * h)))
+    lines = (cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, k), np.uint8))
+             | cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((k, 1), np.uint8)))
+    lines = cv2.dilate(lines, np.ones((3, 3), np.uint8)) & ink
+    return ink, np.ascontiguousarray((ink & (1 - lines))[margin:margin + h, margin:margin + w])
+
+
 def line_end_runs(view: np.ndarray, margin: int, ink_level: int = 160, reach: float = 0.5,
                   short: float = 0.6) -> list[bool]:
     """The ink runs of a text box once its long straight strokes are gone, left to right, each
@@ -918,15 +939,8 @@ def line_end_runs(view: np.ndarray, margin: int, ink_level: int = 160, reach: fl
     h, w = big_h - 2 * margin, big_w - 2 * margin
     if h < 3 or w < 2 or margin < 1:
         return []
-    ink = (view < ink_level).astype(np.uint8)
-    padded = cv2.copyMakeBorder(ink, 2, 2, 2, 2, cv2.BORDER_REPLICATE)  # the view's edge neither grows nor erodes
-    ink = np.ascontiguousarray(cv2.morphologyEx(padded, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))[2:-2, 2:-2])
+    ink, rest = _ink_without_long_lines(view, margin, ink_level)
     _n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
-    k = max(3, int(round(1.2 * h)))
-    lines = (cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, k), np.uint8))
-             | cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((k, 1), np.uint8)))
-    lines = cv2.dilate(lines, np.ones((3, 3), np.uint8)) & ink  # with the anti-aliased fringe, broken into shorter runs
-    rest = (ink & (1 - lines))[margin:margin + h, margin:margin + w]
     inside = labels[margin:margin + h, margin:margin + w]
     r = max(2, int(round(reach * h)))
     x, y, cw, ch, area = (stats[:, i].astype(np.int64) for i in range(5))
@@ -1013,6 +1027,47 @@ def strip_line_ends(text: str, gray: np.ndarray, box: np.ndarray, turns: int, in
             if cut_end and out:
                 out = out[:-1].rstrip()
     return out or text
+
+
+def lone_ring(view: np.ndarray, margin: int, ink_level: int = 160, roundness: float = 0.8) -> bool:
+    """Whether a box holds a drawn circle rather than a glyph: ``view`` is the box's
+    ``margin_view`` (uint8, the box at ``[margin:-margin, margin:-margin]``).
+
+    Once long straight strokes are gone (``_ink_without_long_lines``: the centre lines and leaders
+    that cross a hole or a bar's section, cutting its ring into arcs), the box's remaining ink is at
+    least 5 px across, round (width / height within ``roundness`` … 1 / ``roundness``) and hollow (no
+    ink in the middle fifth of its box: not a filled dot, nor a mark with short strokes across).
+    PP-OCR rec reads such rings (holes, bolts, a rebar's section on a structural drawing: dozens a
+    sheet) as ``O``, ``o`` or ``Q``. Capital ``O`` and ``o`` are round in some fonts (DejaVu Sans:
+    width / height 0.88–1.0), but neither stands alone as text on drawings: revision letters
+    exclude I, O, Q, S, X and Z (ASME Y14.35) and zone and grid letters skip I and O. A lone ``0``
+    is kept (a datum's ``0``; a bold ``0`` is 0.80–0.85 as wide as tall).
+    """
+    h, w = view.shape[0] - 2 * margin, view.shape[1] - 2 * margin
+    if h < 5 or w < 5 or margin < 1:
+        return False
+    _ink, rest = _ink_without_long_lines(view, margin, ink_level)
+    ys, xs = np.nonzero(rest)
+    if xs.size == 0:
+        return False
+    x, y, bw, bh = int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+    if min(bw, bh) < 5 or not roundness <= bw / bh <= 1 / roundness:
+        return False
+    middle = rest[y + int(0.4 * bh):y + int(np.ceil(0.6 * bh)), x + int(0.4 * bw):x + int(np.ceil(0.6 * bw))]
+    return not middle.any()
+
+
+def drop_lone_ring(text: str, gray: np.ndarray, box: np.ndarray, turns: int, ink_level: int = 160,
+                   margin: float = LINE_MARGIN) -> str:
+    """``""`` when ``text`` is a single ``RING_READINGS`` character read from a drawn circle
+    (``lone_ring`` on the box's ``margin_view``, ``margin`` text heights around it), else ``text``.
+    Arguments as ``strip_line_ends``."""
+    if text.strip() not in tuple(RING_READINGS) or not RING_READINGS:
+        return text
+    pts = np.asarray(box, dtype=np.float32).reshape(4, 2)
+    width, height = _box_size(pts)
+    m = max(4, int(round(margin * (width if turns % 2 else height))))
+    return "" if lone_ring(margin_view(gray, pts, turns, m), m, ink_level) else text
 
 
 def glyph_boxes(crop: np.ndarray, ink_level: int = 160) -> list[tuple[int, int, int, int]]:
@@ -1291,8 +1346,8 @@ def _check_image(image: np.ndarray) -> None:
 
 
 __all__ = ["OcrEngine", "Line", "DetParams", "TileParams", "ModelLoadError", "default_det_model_path",
-           "strip_line_ends", "line_end_runs", "line_leaves_box", "margin_view", "DASHES", "LINE_END_CHARS",
-           "respace", "glyph_spans",
+           "strip_line_ends", "line_end_runs", "lone_ring", "drop_lone_ring", "RING_READINGS",
+           "line_leaves_box", "margin_view", "DASHES", "LINE_END_CHARS", "respace", "glyph_spans",
            "glyph_boxes", "x_or_times", "BASELINE_CHARS", "RESPACE", "READ_X_GLYPHS",
            "default_cls_model_path", "det_resize_shape", "read_character_list", "rec_batch_width",
            "ENGINES", "ORIENTATIONS"]
