@@ -61,8 +61,9 @@ merged, confusable — case, ``x``/``×`` or spaces only — or misread). *found
 what a search filter on the drawing's OCR text finds — the share of labelled strings of ≥ 3
 characters that occur in the sheet's OCR text, both folded as the index folds them
 (``ocrloop.index.fields.fold``; the JSON also gives case folding alone). *unlab*
-(``unlabelled_readings``): readings that overlap no labelled line — marks read as text and text
-outside the drawings' text entities; not a precision, but comparable between rows.
+(``unlabelled_readings``): readings that overlap no labelled line — marks read as text, and
+text the labels leave out (punctuation alone, text outside the text entities); not a precision,
+but comparable between rows.
 
 Uncertainty: lines of one sheet are not independent (font, dpi, style), so the JSON gives 95 %
 intervals from resampling whole sheets (``sheet_bootstrap``) for three figures: each row's
@@ -454,9 +455,10 @@ def unlabelled_readings(sheets: Sequence[Sheet], preds: Sequence[Sequence[tuple[
                         overlap: float = 0.1) -> dict:
     """Readings that overlap no labelled line (no shared area of ``overlap`` or more of the smaller
     polygon's): what a row reads besides the labelled text — marks read as text (a hole read
-    ``O``, a dashed line read ``---``) and text the renderer does not label. Not a precision: the
-    labels are the drawings' text entities, and a sheet may hold text outside them; compared
-    between rows on the same sheets it shows which engine adds more.
+    ``O``) and text the labels leave out: texts of punctuation alone (``ocrloop.data.render``
+    drops them, so a schedule's ``---`` entries count here) and text outside the drawings' text
+    entities. Not a precision; compared between rows on the same sheets it shows which engine
+    adds more.
 
     Returns:
         ``{"readings", "predicted", "share"}``; the 8 most frequent unlabelled strings in

@@ -327,11 +327,8 @@ def test_strip_line_ends_drops_what_rec_read_from_arrowheads(turns):
     import ocrloop.ocr.engine as engine_module
     from ocrloop.ocr.engine import strip_line_ends
 
-    gray, box = _dimension_scene("600")
-    read_turns = 0
-    if turns:  # the same dimension written upwards: the box is read turned back
-        gray, box = _dimension_scene("600", turns=1)
-        read_turns = 1
+    gray, box = _dimension_scene("600", turns=turns)  # turns=1: written upwards, read turned back
+    read_turns = turns
     for reading in ("1600", "6001", "16001", "1600↓", "600"):
         assert strip_line_ends(reading, gray, box, read_turns) == "600", reading
     above, abox = _dimension_scene("600", above=True)
