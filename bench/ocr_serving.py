@@ -62,8 +62,9 @@ what a search filter on the drawing's OCR text finds — the share of labelled s
 characters that occur in the sheet's OCR text, both folded as the index folds them
 (``ocrloop.index.fields.fold``; the JSON also gives case folding alone). *unlab*
 (``unlabelled_readings``): readings that overlap no labelled line — marks read as text, and
-text the labels leave out (punctuation alone, text outside the text entities); not a precision,
-but comparable between rows.
+text the labels leave out; *stray*: of those, the ones that overlap no text the renderer drew
+(labelled or left out, ``Sheet.other_texts``) — marks read as text. Neither is a precision, but
+both compare rows.
 
 Uncertainty: lines of one sheet are not independent (font, dpi, style), so the JSON gives 95 %
 intervals from resampling whole sheets (``sheet_bootstrap``) for three figures: each row's
@@ -112,8 +113,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SHEETS_VERSION = 1
-"""Bump when page selection/rendering changes (cached pages are rebuilt)."""
+SHEETS_VERSION = 2
+"""Bump when page selection/rendering changes (cached pages are rebuilt). 2: pages also keep the
+texts the renderer drew but did not label (``Sheet.other_texts``); images and labels unchanged."""
 A3_MM = (420.0, 297.0)
 DPIS = (150, 200, 300)
 BASE_DPI = 150
@@ -144,6 +146,7 @@ class Sheet:
     rotation: int
     member: str
     texts: list[dict]  # {"text", "polygon" [[x, y]×4], "angle_deg"}
+    other_texts: list[dict] = dataclasses.field(default_factory=list)  # drawn, not labelled: + "reason"
 
     def load(self) -> np.ndarray:
         import cv2
@@ -268,12 +271,15 @@ def build_sheets(max_sheets: int, per_source: int, split: str = "test") -> list[
                  for t in rendered.texts]
         if len(texts) < MIN_TEXTS:
             continue
+        others = [{"text": d.item.text, "polygon": np.asarray(d.item.polygon).round(2).tolist(),
+                   "angle_deg": round(d.item.angle_deg, 3), "reason": d.reason} for d in rendered.dropped]
         rotation = ROTATIONS[(n // 4) % len(ROTATIONS)] if n % 4 == 3 else 0
-        image, texts = _rotate(rendered.image, texts, rotation)
+        image, turned = _rotate(rendered.image, texts + others, rotation)
+        texts, others = turned[:len(texts)], turned[len(texts):]
         sheet_id = ("" if split == "test" else f"{split}-") + f"{sid}-{dpi}dpi-{n:02d}" + (f"-r{rotation}" if rotation else "")
         path = root / f"{sheet_id}.png"
         cv2.imwrite(str(path), image)
-        sheets.append(Sheet(sheet_id, path, image.shape[1], image.shape[0], dpi, rotation, src.member, texts))
+        sheets.append(Sheet(sheet_id, path, image.shape[1], image.shape[0], dpi, rotation, src.member, texts, others))
     index.write_text(json.dumps({"max_sheets": max_sheets, "sheets": [
         {**dataclasses.asdict(s), "image_path": s.image_path.name} for s in sheets]}, ensure_ascii=False), encoding="utf-8")
     return sheets[:max_sheets]
@@ -454,35 +460,49 @@ def filter_found(sheets: Sequence[Sheet], preds: Sequence[Sequence[tuple[np.ndar
 def unlabelled_readings(sheets: Sequence[Sheet], preds: Sequence[Sequence[tuple[np.ndarray, str]]],
                         overlap: float = 0.1) -> dict:
     """Readings that overlap no labelled line (no shared area of ``overlap`` or more of the smaller
-    polygon's): what a row reads besides the labelled text — marks read as text (a hole read
-    ``O``) and text the labels leave out: texts of punctuation alone (``ocrloop.data.render``
-    drops them, so a schedule's ``---`` entries count here) and text outside the drawings' text
-    entities. Not a precision; compared between rows on the same sheets it shows which engine
-    adds more.
+    polygon's), and of those the *stray* ones, which overlap no text the renderer drew at all
+    (``Sheet.other_texts``: texts it left out of the labels, such as punctuation alone — a
+    schedule's ``---`` — or a cap height under 10 px): marks read as text, such as a hole read
+    ``O``. Neither is a precision (a sheet may hold lettering drawn as lines rather than as text
+    entities); compared between rows on the same sheets they show which engine adds more.
 
     Returns:
-        ``{"readings", "predicted", "share"}``; the 8 most frequent unlabelled strings in
-        ``"top"`` as ``[[text, count], …]``.
+        ``{"readings", "stray", "predicted", "share", "stray_share"}``; the 8 most frequent strings
+        of each kind in ``"top"`` and ``"stray_top"`` as ``[[text, count], …]``.
     """
     from collections import Counter
 
     from shapely import STRtree
     from shapely.geometry import Polygon
 
-    n = found = 0
-    strings: Counter = Counter()
+    def polygons(texts: Sequence[dict]) -> list:
+        return [Polygon(np.asarray(t["polygon"], dtype=np.float64)).buffer(0) for t in texts]
+
+    def overlaps(q, tree, shapes) -> bool:
+        if tree is None:
+            return False
+        return any(q.intersection(shapes[int(j)]).area >= overlap * min(q.area, shapes[int(j)].area) > 0
+                   for j in tree.query(q, predicate="intersects"))
+
+    n = 0
+    unlabelled: Counter = Counter()
+    stray: Counter = Counter()
     for s, p in zip(sheets, preds):
-        gt = [Polygon(np.asarray(t["polygon"], dtype=np.float64)).buffer(0) for t in s.texts]
-        tree = STRtree(gt) if gt else None
+        labels, others = polygons(s.texts), polygons(s.other_texts)
+        label_tree = STRtree(labels) if labels else None
+        other_tree = STRtree(others) if others else None
         for poly, text in p:
             n += 1
             q = Polygon(np.asarray(poly, dtype=np.float64).reshape(-1, 2)).buffer(0)
-            near = [gt[int(j)] for j in tree.query(q, predicate="intersects")] if tree is not None else []
-            if not any(q.intersection(g).area >= overlap * min(q.area, g.area) > 0 for g in near):
-                found += 1
-                strings[text] += 1
-    return {"readings": found, "predicted": n, "share": round(found / n, 4) if n else None,
-            "top": [[t, c] for t, c in strings.most_common(8)]}
+            if not overlaps(q, label_tree, labels):
+                unlabelled[text] += 1
+                if not overlaps(q, other_tree, others):
+                    stray[text] += 1
+    found, strays = sum(unlabelled.values()), sum(stray.values())
+    return {"readings": found, "stray": strays, "predicted": n,
+            "share": round(found / n, 4) if n else None, "stray_share": round(strays / n, 4) if n else None,
+            "top": [[t, c] for t, c in unlabelled.most_common(8)],
+            "stray_top": [[t, c] for t, c in stray.most_common(8)]}
 
 
 def summarize(sheets: Sequence[Sheet], hits: Sequence[dict[str, list[bool]]]) -> dict:
@@ -1046,14 +1066,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print()
     header = (f"{'row':58s} {'conc':>4s} {'sheets/s':>8s} {'p50 s':>6s} {'p95 s':>6s} {'exact':>6s} {'⌀':>6s} {'nosp':>6s} "
-              f"{'horiz':>6s} {'vert':>6s} {'found':>6s} {'unlab':>6s}")
+              f"{'horiz':>6s} {'vert':>6s} {'found':>6s} {'unlab':>6s} {'stray':>6s}")
     print(header)
     print("-" * len(header))
     for r in results:
         print(f"{r['name'][:58]:58s} {r['concurrency']:4d} {r['sheets_per_s']:8.3f} {r['latency_p50_s']:6.2f} {r['latency_p95_s']:6.2f} "
               f"{r['recall_exact']:6.3f} {r['recall_diameter']:6.3f} {r['recall_nospace']:6.3f} "
               f"{_fmt(r['horizontal']['exact']['recall'])} {_fmt(r['vertical']['exact']['recall'])} "
-              f"{_fmt(r['filter_found']['found'])} {r['unlabelled']['readings']:6d}")
+              f"{_fmt(r['filter_found']['found'])} {r['unlabelled']['readings']:6d} {r['unlabelled']['stray']:6d}")
     for k, v in ratios.items():
         print(f"  {k}: {v['sheets_per_s']:.2f}× sheets/s, {v['recall_exact_points']:+.1f} points exact recall"
               f"{_ci(v['recall_exact_points_ci95'])}")

@@ -121,5 +121,24 @@ def test_unlabelled_readings_count_what_overlaps_no_label() -> None:
              (square(109.5, 0), "x"),  # 5 % on a label: unlabelled
              (square(50, 50), "O"), (square(70, 50), "O")]  # marks read as text
     out = unlabelled_readings([sheet], [preds])
-    assert out == {"readings": 3, "predicted": 5, "share": 0.6, "top": [["O", 2], ["x", 1]]}
+    assert {k: out[k] for k in ("readings", "stray", "predicted", "share", "top")} == {
+        "readings": 3, "stray": 3, "predicted": 5, "share": 0.6, "top": [["O", 2], ["x", 1]]}
     assert unlabelled_readings([_sheet("b", [])], [[]])["share"] is None
+
+
+def test_stray_readings_overlap_no_drawn_text() -> None:
+    """Of the unlabelled readings, those on a text the renderer drew but did not label (a
+    schedule's ``---``) are not stray; a hole read ``O`` is."""
+    from bench.ocr_serving import unlabelled_readings
+
+    def square(x0: float, y0: float, side: float = 10.0) -> list:
+        return [[x0, y0], [x0 + side, y0], [x0 + side, y0 + side], [x0, y0 + side]]
+
+    sheet = _sheet("a", [0])
+    sheet.texts[0]["polygon"] = square(0, 0)
+    sheet.other_texts = [{"text": "---", "polygon": square(50, 0), "angle_deg": 0.0, "reason": "punctuation_only"}]
+    preds = [(np.asarray(square(1, 1), np.float32), "600"), (np.asarray(square(51, 0), np.float32), "---"),
+             (np.asarray(square(90, 90), np.float32), "O")]
+    out = unlabelled_readings([sheet], [preds])
+    assert (out["readings"], out["stray"], out["predicted"]) == (2, 1, 3)
+    assert out["stray_top"] == [["O", 1]] and out["stray_share"] == round(1 / 3, 4)
