@@ -136,7 +136,9 @@ MATCH_COVER = 0.3
 
 @dataclasses.dataclass
 class Sheet:
-    """One benchmark page: ``image_path`` (PNG, BGR), labelled lines and how it was made."""
+    """One benchmark page: ``image_path`` (PNG, BGR), labelled lines, the texts drawn on it but
+    not labelled (``other_texts``, with ``ocrloop.data.render``'s reason: punctuation only, too
+    small, …) and how it was made."""
 
     sheet_id: str
     image_path: Path
