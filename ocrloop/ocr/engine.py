@@ -858,6 +858,13 @@ def margin_view(gray: np.ndarray, box: np.ndarray, turns: int, margin: int) -> n
     return np.ascontiguousarray(np.rot90(view, turns))
 
 
+def _close_breaks(ink: np.ndarray) -> np.ndarray:
+    """``ink`` (uint8 0/1) with 1 px breaks closed (3 × 3 closing: anti-aliasing where an arrowhead
+    meets an extension line); replicated padding, so the edge neither grows nor erodes strokes."""
+    padded = cv2.copyMakeBorder(ink, 2, 2, 2, 2, cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(cv2.morphologyEx(padded, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))[2:-2, 2:-2])
+
+
 def line_leaves_box(view: np.ndarray, margin: int, side: str, ink_level: int = 160, slack: int = 2) -> bool:
     """Whether a line leaves a text box at one end: ``view`` is the box's ``margin_view`` (uint8,
     text running left to right, the box at ``[margin:-margin, margin:-margin]``), ``side`` is
@@ -881,10 +888,7 @@ def line_leaves_box(view: np.ndarray, margin: int, side: str, ink_level: int = 1
         return False
     outside = (view < ink_level).astype(np.uint8)
     outside[margin:margin + h, margin:margin + w] = 0
-    # Close 1 px breaks (anti-aliasing where an arrowhead meets an extension line).
-    # Replicated padding: the view's edge neither grows nor erodes strokes.
-    padded = cv2.copyMakeBorder(outside, 2, 2, 2, 2, cv2.BORDER_REPLICATE)
-    outside = np.ascontiguousarray(cv2.morphologyEx(padded, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))[2:-2, 2:-2])
+    outside = _close_breaks(outside)
     outside[margin:margin + h, margin:margin + w] = 0
     _n, labels, stats, _ = cv2.connectedComponentsWithStats(outside, connectivity=8)
     rows = slice(margin + h // 4, max(margin + h // 4 + 1, margin + (3 * h) // 4))
@@ -903,9 +907,7 @@ def _ink_without_long_lines(view: np.ndarray, margin: int, ink_level: int) -> tu
     strokes longer than 1.2 box heights (morphological openings), nor the ink within 1 px of them
     (a line's anti-aliased fringe, whose rows break into shorter runs): ``(ink [H, W], rest [h, w])``."""
     h, w = view.shape[0] - 2 * margin, view.shape[1] - 2 * margin
-    ink = (view < ink_level).astype(np.uint8)
-    padded = cv2.copyMakeBorder(ink, 2, 2, 2, 2, cv2.BORDER_REPLICATE)  # the view's edge neither grows nor erodes
-    ink = np.ascontiguousarray(cv2.morphologyEx(padded, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))[2:-2, 2:-2])
+    ink = _close_breaks((view < ink_level).astype(np.uint8))
     k = max(3, int(round(1.2 * h)))
     lines = (cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, k), np.uint8))
              | cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((k, 1), np.uint8)))
