@@ -404,6 +404,106 @@ def test_a_drawn_circle_read_as_a_letter_is_dropped(size):
         monkey.undo()
 
 
+def _chain_scene(values=("50", "50"), *, through=None, stop_short=False, arrow_only=False):
+    """A dimension chain in osifont: ``values`` side by side, each between extension lines that run
+    25 px above and below the lettering (a chain's lines cross det's box of the merged values), and
+    the box around the whole chain, inside the outer extension lines. ``through``: a vertical line
+    through the middle of the first value's glyph of that index (a centre line through a glyph); ``stop_short``: the
+    extension lines between the values stop 3 px short of the lettering (drawn broken at the text);
+    ``arrow_only``: one value with an arrowhead beyond the inner line, no second value. Returns
+    (grey sheet uint8 ``[H, W]``, box float32 ``[4, 2]``, x spans of the values' ink)."""
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(str(Path("/usr/share/fonts/truetype/osifont/osifont.ttf")), 26)
+    page = Image.new("L", (400, 200), 255)
+    draw = ImageDraw.Draw(page)
+    y0, x, spans = 90, 120, []
+    lines = [x - 6]
+    for value in values[:1] if arrow_only else values:
+        left, top, right, bottom = font.getbbox(value)
+        draw.text((x - left, y0 - top), value, font=font, fill=0)
+        spans.append((x, x + right - left))
+        x += right - left + 12
+        lines.append(x - 6)
+    h = max(font.getbbox(v)[3] - font.getbbox(v)[1] for v in values)
+    for i, lx in enumerate(lines):
+        inner = 0 < i < len(lines) - 1 or (arrow_only and i == 1)
+        if stop_short and inner:
+            draw.line((lx, y0 - 25, lx, y0 - 3), fill=0, width=2)
+            draw.line((lx, y0 + h + 3, lx, y0 + h + 25), fill=0, width=2)
+        else:
+            draw.line((lx, y0 - 25, lx, y0 + h + 25), fill=0, width=2)
+    right_edge = lines[-1] - 2
+    if arrow_only:
+        tip = lines[-1] + 1
+        draw.polygon([(tip, y0 + h // 2), (tip + 13, y0 + h // 2 - 4), (tip + 13, y0 + h // 2 + 4)], fill=0)
+        right_edge = tip + 16
+    if through is not None:  # through the middle of the first value's glyph number `through`
+        v = values[0]
+        mid = spans[0][0] + (font.getbbox(v[:through])[2] + font.getbbox(v[:through + 1])[2]) // 2 - font.getbbox(v)[0]
+        draw.line((mid, y0 - 25, mid, y0 + h + 25), fill=0, width=2)
+    return np.asarray(page).copy(), _rect(lines[0] + 2, y0 - 6, right_edge, y0 + h + 6), spans
+
+
+def test_crossing_line_pieces_split_a_chain_between_its_values():
+    from ocrloop.ocr.engine import LINE_MARGIN, _box_size, crossing_line_pieces, margin_view
+
+    def pieces(gray, box):
+        m = max(4, round(LINE_MARGIN * _box_size(box)[1]))
+        return crossing_line_pieces(margin_view(gray, box, 0, m), m)
+
+    for values in (("50", "50"), ("60", "60"), ("150", "150"), ("250", "350", "450")):
+        gray, box, spans = _chain_scene(values)
+        got = pieces(gray, box)
+        assert len(got) == len(values), values
+        for (x0, x1), (s0, s1) in zip(got, spans):  # each piece holds one value's ink, and only it
+            assert box[0, 0] + x0 <= s0 and s1 <= box[0, 0] + x1 < s1 + 12, (values, got, spans)
+    gray, box, _ = _chain_scene(("20000",))
+    assert pieces(gray, box) == []  # no line between glyphs
+    for glyph in range(1, 5):
+        gray, box, _ = _chain_scene(("20000",), through=glyph)
+        assert pieces(gray, box) == [], glyph  # a centre line through a "0"
+    gray, box, _ = _chain_scene(("50", "50"), stop_short=True)
+    assert pieces(gray, box) == []  # lines broken at the lettering do not cross the box
+    gray, box, _ = _chain_scene(("300", "1"), arrow_only=True)
+    assert pieces(gray, box) == []  # beyond the line only an arrowhead: one piece of text
+
+
+def test_a_dimension_chain_read_as_one_number_is_split_at_its_lines(engine, monkeypatch):
+    """det boxes ``150|150`` as one line (rec: ``150 150``); the engine reads the two values, each
+    with its own box (``crossing_line_pieces`` tells such lines from lines through a glyph)."""
+    import ocrloop.ocr.engine as engine_module
+
+    gray, box, spans = _chain_scene(("150", "150"))
+    page = np.repeat(gray[:, :, None], 3, axis=2).copy()
+    lines = sorted(engine.read(page), key=lambda line: min(x for x, _ in line.polygon))
+    assert [line.text for line in lines] == ["150", "150"]
+    for line, (s0, s1) in zip(lines, spans):
+        xs = [x for x, _ in line.polygon]
+        assert min(xs) <= s0 and s1 <= max(xs) and max(xs) - min(xs) < 2 * (s1 - s0)
+    monkeypatch.setattr(engine_module, "SPLIT_READINGS", None)
+    assert [norm(line.text) for line in engine.read(page)] == ["150150"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(turns=st.integers(0, 3), data=st.data())
+def test_piece_box_cuts_the_crop_as_read(turns, data):
+    """The piece's own ``margin_view`` is the crop's columns ``x0 … x1``, whatever the turn."""
+    from ocrloop.ocr.engine import margin_view, piece_box
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    gray = rng.integers(0, 256, (120, 160), dtype=np.uint8)
+    x, y = data.draw(st.integers(0, 40)), data.draw(st.integers(0, 30))
+    w, h = data.draw(st.integers(8, 100)), data.draw(st.integers(8, 80))
+    box = _rect(x, y, x + w, y + h)
+    crop = margin_view(gray, box, turns, 0)
+    x0 = data.draw(st.integers(0, crop.shape[1] - 2))
+    x1 = data.draw(st.integers(x0 + 1, crop.shape[1]))
+    assert np.array_equal(margin_view(gray, piece_box(box, turns, x0, x1), turns, 0), crop[:, x0:x1])
+
+
 def _tracked_page(lines):
     """Lines in osifont (the corpus' ISO lettering font) with CAD-like tracking: ``(text, tracking)``
     with the blank between glyphs as a share of the font size, and a space 0.45 of it."""
