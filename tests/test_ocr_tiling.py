@@ -404,10 +404,11 @@ def test_a_drawn_circle_read_as_a_letter_is_dropped(size):
         monkey.undo()
 
 
-def _chain_scene(values=("50", "50"), *, through=None, stop_short=False, arrow_only=False):
+def _chain_scene(values=("50", "50"), *, through=None, stop_short=False, arrow_only=False, reach=25):
     """A dimension chain in osifont: ``values`` side by side, each between extension lines that run
-    25 px above and below the lettering (a chain's lines cross det's box of the merged values), and
-    the box around the whole chain, inside the outer extension lines. ``through``: a vertical line
+    ``reach`` px above and below the lettering (a chain's lines cross det's box of the merged values,
+    which reaches 6 px beyond the lettering), and the box around the whole chain, inside the outer
+    extension lines. ``through``: a vertical line
     through the middle of the first value's glyph of that index (a centre line through a glyph); ``stop_short``: the
     extension lines between the values stop 3 px short of the lettering (drawn broken at the text);
     ``arrow_only``: one value with an arrowhead beyond the inner line, no second value. Returns
@@ -431,10 +432,10 @@ def _chain_scene(values=("50", "50"), *, through=None, stop_short=False, arrow_o
     for i, lx in enumerate(lines):
         inner = 0 < i < len(lines) - 1 or (arrow_only and i == 1)
         if stop_short and inner:
-            draw.line((lx, y0 - 25, lx, y0 - 3), fill=0, width=2)
-            draw.line((lx, y0 + h + 3, lx, y0 + h + 25), fill=0, width=2)
+            draw.line((lx, y0 - reach, lx, y0 - 3), fill=0, width=2)
+            draw.line((lx, y0 + h + 3, lx, y0 + h + reach), fill=0, width=2)
         else:
-            draw.line((lx, y0 - 25, lx, y0 + h + 25), fill=0, width=2)
+            draw.line((lx, y0 - reach, lx, y0 + h + reach), fill=0, width=2)
     right_edge = lines[-1] - 2
     if arrow_only:
         tip = lines[-1] + 1
@@ -467,6 +468,10 @@ def test_crossing_line_pieces_split_a_chain_between_its_values():
         assert pieces(gray, box) == [], glyph  # a centre line through a "0"
     gray, box, _ = _chain_scene(("50", "50"), stop_short=True)
     assert pieces(gray, box) == []  # lines broken at the lettering do not cross the box
+    gray, box, _ = _chain_scene(("50", "50"), reach=6)
+    assert pieces(gray, box) == []  # lines that end at the box's edges: no longer than a glyph could be
+    gray, box, _ = _chain_scene(("50", "50"), reach=9)
+    assert len(pieces(gray, box)) == 2  # 3 px out on both sides
     gray, box, _ = _chain_scene(("300", "1"), arrow_only=True)
     assert pieces(gray, box) == []  # beyond the line only an arrowhead: one piece of text
 
