@@ -316,14 +316,20 @@ def direction(angle_deg: float) -> str:
     return "other"
 
 
+def _shape(points):
+    """A shapely polygon (made valid with ``buffer(0)``) from ``[[x, y], …]`` px or a flat array."""
+    from shapely.geometry import Polygon
+
+    return Polygon(np.asarray(points, dtype=np.float64).reshape(-1, 2)).buffer(0)
+
+
 def match_sheet(texts: Sequence[dict], preds: Sequence[tuple[np.ndarray, str]]) -> dict[str, list[bool]]:
     """Per normalisation, per labelled line: was it read? One prediction serves one label (the
     labels are taken in order, each by the first unused covering prediction that reads it)."""
     from shapely import STRtree
-    from shapely.geometry import Polygon
 
-    gt = [Polygon(np.asarray(t["polygon"], dtype=np.float64)).buffer(0) for t in texts]
-    pp = [Polygon(np.asarray(p, dtype=np.float64).reshape(-1, 2)).buffer(0) for p, _ in preds]
+    gt = [_shape(t["polygon"]) for t in texts]
+    pp = [_shape(p) for p, _ in preds]
     cover: list[list[int]] = [[] for _ in gt]
     if pp:
         tree = STRtree(pp)
@@ -355,9 +361,7 @@ def miss_causes(texts: Sequence[dict], preds: Sequence[tuple[np.ndarray, str]], 
       (``X`` for ``x``, ``80×6,3`` for ``80x6,3``, ``ry s.`` for ``rys.``): the rec model's reading;
     * ``misread``: anything else (a wrong character, a wrong direction).
     """
-    from shapely.geometry import Polygon
-
-    pp = [Polygon(np.asarray(p, dtype=np.float64).reshape(-1, 2)).buffer(0) for p, _ in preds]
+    pp = [_shape(p) for p, _ in preds]
 
     def loose(t: str) -> str:
         return "".join(norm_exact(t).split()).lower().replace("×", "x")
@@ -367,7 +371,7 @@ def miss_causes(texts: Sequence[dict], preds: Sequence[tuple[np.ndarray, str]], 
         if ok:
             out.append(None)
             continue
-        g = Polygon(np.asarray(t["polygon"], dtype=np.float64)).buffer(0)
+        g = _shape(t["polygon"])
         cover = [preds[j][1] for j, q in enumerate(pp) if g.area > 0 and g.intersects(q)
                  and g.intersection(q).area >= MATCH_COVER * g.area]
         want = loose(t["text"])
@@ -475,10 +479,9 @@ def unlabelled_readings(sheets: Sequence[Sheet], preds: Sequence[Sequence[tuple[
     from collections import Counter
 
     from shapely import STRtree
-    from shapely.geometry import Polygon
 
     def polygons(texts: Sequence[dict]) -> list:
-        return [Polygon(np.asarray(t["polygon"], dtype=np.float64)).buffer(0) for t in texts]
+        return [_shape(t["polygon"]) for t in texts]
 
     def overlaps(q, tree, shapes) -> bool:
         if tree is None:
@@ -495,7 +498,7 @@ def unlabelled_readings(sheets: Sequence[Sheet], preds: Sequence[Sequence[tuple[
         other_tree = STRtree(others) if others else None
         for poly, text in p:
             n += 1
-            q = Polygon(np.asarray(poly, dtype=np.float64).reshape(-1, 2)).buffer(0)
+            q = _shape(poly)
             if not overlaps(q, label_tree, labels):
                 unlabelled[text] += 1
                 if not overlaps(q, other_tree, others):

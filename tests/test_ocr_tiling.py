@@ -301,13 +301,11 @@ def _dimension_scene(value, *, touching=False, above=False, mark=False, turns=0)
 
 
 def test_line_end_runs_tell_arrowheads_from_glyphs():
-    from ocrloop.ocr.engine import LINE_MARGIN, _box_size, line_end_runs, margin_view
+    from ocrloop.ocr.engine import line_end_runs, line_view
 
     def runs(value, **kw):
         gray, box = _dimension_scene(value, **kw)
-        h = _box_size(box)[1]
-        m = max(4, round(LINE_MARGIN * h))
-        return line_end_runs(margin_view(gray, box, 0, m), m)
+        return line_end_runs(*line_view(gray, box, 0))
 
     assert runs("600") == [True, False, False, False, True]  # arrowhead, 6, 0, 0, arrowhead
     # Under the value, the dimension line would make one run of the whole box; it goes as a long line.
@@ -449,11 +447,10 @@ def _chain_scene(values=("50", "50"), *, through=None, stop_short=False, arrow_o
 
 
 def test_crossing_line_pieces_split_a_chain_between_its_values():
-    from ocrloop.ocr.engine import LINE_MARGIN, _box_size, crossing_line_pieces, margin_view
+    from ocrloop.ocr.engine import crossing_line_pieces, line_view
 
     def pieces(gray, box):
-        m = max(4, round(LINE_MARGIN * _box_size(box)[1]))
-        return crossing_line_pieces(margin_view(gray, box, 0, m), m)
+        return crossing_line_pieces(*line_view(gray, box, 0))
 
     for values in (("50", "50"), ("60", "60"), ("150", "150"), ("250", "350", "450")):
         gray, box, spans = _chain_scene(values)

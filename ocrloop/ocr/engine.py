@@ -856,8 +856,8 @@ class OcrEngine:
         for i, r in enumerate(reads):
             if not SPLIT_READINGS.fullmatch(r.text.strip()):
                 continue
-            margin = max(4, int(round(LINE_MARGIN * r.crop.shape[0])))
-            cuts = crossing_line_pieces(margin_view(gray, r.box, r.turns, margin), margin, ink_level)
+            view, margin = line_view(gray, r.box, r.turns)
+            cuts = crossing_line_pieces(view, margin, ink_level)
             if cuts:
                 pieces[i] = cuts
         if not pieces:
@@ -912,6 +912,22 @@ def margin_view(gray: np.ndarray, box: np.ndarray, turns: int, margin: int) -> n
     view = cv2.warpPerspective(gray, cv2.getPerspectiveTransform(pts, dst), (w + 2 * margin, h + 2 * margin),
                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=255)
     return np.ascontiguousarray(np.rot90(view, turns))
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """The runs of ``True`` in a 1-D bool array: ``[(start, end)]``, ``end`` exclusive, in order."""
+    padded = np.concatenate([[False], np.asarray(flags, dtype=bool), [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1]).tolist()
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def line_view(gray: np.ndarray, box: np.ndarray, turns: int, margin: float = LINE_MARGIN) -> tuple[np.ndarray, int]:
+    """A line's ``margin_view`` with ``margin`` text heights of the sheet around it (at least 4 px;
+    the text height is the crop's as read, so a turned box's width), and that margin in px."""
+    pts = np.asarray(box, dtype=np.float32).reshape(4, 2)
+    width, height = _box_size(pts)
+    m = max(4, int(round(margin * (width if turns % 2 else height))))
+    return margin_view(gray, pts, turns, m), m
 
 
 def _close_breaks(ink: np.ndarray) -> np.ndarray:
@@ -1004,9 +1020,7 @@ def line_end_runs(view: np.ndarray, margin: int, ink_level: int = 160, reach: fl
     runs_out = ((x == 0) | (y == 0) | (x + cw == big_w) | (y + ch == big_h) | (x <= margin - r)
                 | (y <= margin - r) | (x + cw >= margin + w + r) | (y + ch >= margin + h + r))
     line_like = (runs_out | (np.maximum(cw, ch) >= h)) & (area <= np.maximum(3.0, h / 4) * (cw + ch))
-    cols = np.concatenate([[False], rest.any(axis=0), [False]])
-    edges = np.flatnonzero(cols[1:] != cols[:-1])
-    runs = list(zip(edges[::2], edges[1::2]))
+    runs = _runs(rest.any(axis=0))
     if not runs:
         return []
     heights, of_lines = [], []
@@ -1056,12 +1070,7 @@ def strip_line_ends(text: str, gray: np.ndarray, box: np.ndarray, turns: int, in
     ends = DASHES + LINE_END_CHARS
     if len(text) < 2 or (text[0] not in ends and text[-1] not in ends):
         return text
-    pts = np.asarray(box, dtype=np.float32).reshape(4, 2)
-    width, height = _box_size(pts)
-    if turns % 2:  # the text height of the crop as read
-        height = width
-    m = max(4, int(round(margin * height)))
-    view = margin_view(gray, pts, turns, m)
+    view, m = line_view(gray, box, turns, margin)
     out = text
     if out[0] in DASHES and line_leaves_box(view, m, "start", ink_level):
         out = out.lstrip(DASHES).lstrip()
@@ -1124,10 +1133,8 @@ def drop_lone_ring(text: str, gray: np.ndarray, box: np.ndarray, turns: int, ink
     Arguments as ``strip_line_ends``."""
     if text.strip() not in tuple(RING_READINGS):
         return text
-    pts = np.asarray(box, dtype=np.float32).reshape(4, 2)
-    width, height = _box_size(pts)
-    m = max(4, int(round(margin * (width if turns % 2 else height))))
-    return "" if lone_ring(margin_view(gray, pts, turns, m), m, ink_level) else text
+    view, m = line_view(gray, box, turns, margin)
+    return "" if lone_ring(view, m, ink_level) else text
 
 
 def crossing_line_pieces(view: np.ndarray, margin: int, ink_level: int = 160, beyond: int = 4,
@@ -1162,28 +1169,24 @@ def crossing_line_pieces(view: np.ndarray, margin: int, ink_level: int = 160, be
     h, w = big_h - 2 * margin, big_w - 2 * margin
     if h < 5 or w < 2 * h or margin < 1:
         return []
-    ink = _close_breaks((view < ink_level).astype(np.uint8))
+    ink, rest = _ink_without_long_lines(view, margin, ink_level)
     vertical = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((h + beyond, 1), np.uint8))
-    crossed = np.concatenate([[False], vertical[margin:margin + h, margin:margin + w].mean(axis=0) >= cover, [False]])
-    if not crossed.any():
+    lines = _runs(vertical[margin:margin + h, margin:margin + w].mean(axis=0) >= cover)
+    if not lines:
         return []
-    _ink, rest = _ink_without_long_lines(view, margin, ink_level)
-    inked = np.concatenate([[False], rest.any(axis=0), [False]])
-    run_edges = np.flatnonzero(inked[1:] != inked[:-1])
-    runs = list(zip(run_edges[::2].tolist(), run_edges[1::2].tolist()))  # column runs of the glyphs' ink
+    runs = _runs(rest.any(axis=0))  # column runs of the glyphs' ink
     if not runs:
         return []
     heights = [int(np.ptp(np.flatnonzero(rest[:, a:b].any(axis=1)))) + 1 for a, b in runs]
     runs = [r for r, height in zip(runs, heights) if height >= short * max(heights)]  # glyphs, not specks
     wide = whole * float(np.median([b - a for a, b in runs]))  # narrowest glyph part a line may stand beside
-    edges = np.flatnonzero(crossed[1:] != crossed[:-1])
     cuts = []
-    for a, b in zip(edges[::2], edges[1::2]):
+    for a, b in lines:
         left = [r for r in runs if r[1] <= a]
         right = [r for r in runs if r[0] >= b]
         if left and right and left[-1][1] - left[-1][0] >= wide and right[0][1] - right[0][0] >= wide:
             cuts.append((a, b))
-    bounds = [0] + [int(v) for a, b in cuts for v in (a - 1, b + 1)] + [w]  # without the line's fringe
+    bounds = [0] + [v for a, b in cuts for v in (a - 1, b + 1)] + [w]  # without the line's fringe
     pieces = []
     for x0, x1 in zip(bounds[::2], bounds[1::2]):
         rows = np.flatnonzero(rest[:, max(x0, 0):x1].any(axis=1))
@@ -1245,12 +1248,10 @@ def glyph_boxes(crop: np.ndarray, ink_level: int = 160) -> list[tuple[int, int, 
         ink[np.isin(labels, drop)] = 0
     rules = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, max(3, int(1.5 * h))), np.uint8))
     ink &= 1 - rules
-    cols = np.concatenate([[False], ink.any(axis=0), [False]])
-    edges = np.flatnonzero(cols[1:] != cols[:-1])
     boxes = []
-    for a, b in zip(edges[::2], edges[1::2]):
+    for a, b in _runs(ink.any(axis=0)):
         rows = np.flatnonzero(ink[:, a:b].any(axis=1))
-        boxes.append((int(a), int(b), int(rows[0]), int(rows[-1]) + 1))
+        boxes.append((a, b, int(rows[0]), int(rows[-1]) + 1))
     return boxes
 
 
