@@ -16,7 +16,10 @@ top-to-bottom and upside down is measured too; the ground truth is turned with i
 Test and dev pages. Every reported figure is measured on the *test* pages above. ``--split dev``
 renders the next ``--per-source`` pages of each drawing instead (other windows or render scales
 of the same drawings; 24 pages, 764 lines, never a test page): engine changes are tuned on those,
-and only then measured on the test pages.
+and only then measured on the test pages. ``--split holdout --per-source 99`` renders every page
+after the 6th of each drawing (33 pages, 873 lines): no tuning has read them (the dev pages and the
+further pages tuned on, ``--split dev --per-source 3``, end at the 6th), so they add held-out lines
+to the test pages' (``bench/pooled_gap.py`` pools the direction gap over both).
 
 Every row starts from the sheet's PNG bytes, what a client holds: the served row POSTs them and the
 server decodes them; every other row decodes them with ``cv2.imdecode`` inside its timed call (the
@@ -123,7 +126,8 @@ BASE_DPI = 150
 ROTATIONS = (90, 180, 270)
 """Clockwise turn of every 4th page, cycled."""
 MIN_TEXTS = 10
-SPLITS = ("test", "dev")
+SPLITS = ("test", "dev", "holdout")
+HOLDOUT_FIRST = 6  # pages 1–2 test, 3–4 dev, 4–6 the further pages tuned on (--split dev --per-source 3)
 DIAMETER_VARIANTS = {"Ø": "⌀", "ø": "⌀", "∅": "⌀", "Φ": "⌀"}
 """Diameter-sign look-alikes folded to U+2300 for the ⌀ recall (the issue's list)."""
 MATCH_COVER = 0.3
@@ -193,7 +197,9 @@ def build_sheets(max_sheets: int, per_source: int, split: str = "test") -> list[
     ``split``: ``"test"`` — the densest ``per_source`` pages of each drawing (what every reported
     figure is measured on); ``"dev"`` — the next ``per_source`` pages of each drawing (other windows
     or render scales of the same drawings, never a test page), for tuning the engine without
-    looking at the test pages. Drawings with no further pages have none in ``dev``.
+    looking at the test pages. Drawings with no further pages have none in ``dev``. ``"holdout"`` —
+    the pages after the 6th of each drawing (at most ``per_source``), which no tuning has read: the
+    dev pages and the further pages tuned on (``dev`` with ``per_source`` 3) end at the 6th.
 
     Raises:
         ValueError: unknown ``split``.
@@ -255,7 +261,7 @@ def build_sheets(max_sheets: int, per_source: int, split: str = "test") -> list[
     for c in sorted(candidates, key=lambda c: -c[4]):
         by_source.setdefault(c[0], []).append(c)
     chosen = []
-    first = 0 if split == "test" else per_source
+    first = {"test": 0, "dev": per_source, "holdout": HOLDOUT_FIRST}[split]
     for k in range(first, first + per_source):  # round-robin over sources, densest pages first
         for sid in sorted(by_source):
             if k < len(by_source[sid]):
@@ -397,7 +403,9 @@ def direction_pairs(sheets: Sequence[Sheet], images: Sequence[np.ndarray], preds
     standing) with its sheet-bootstrap 95 % interval (``sheet_bootstrap``, paired: a resampled
     sheet brings both readings of its lines), and how many are read only lying, only standing, or
     in neither view (misses that do not depend on the text's direction), with the lines read only
-    lying listed."""
+    lying listed; ``counts_by_sheet`` maps each sheet id to ``[standing read, lying read, lines]``
+    for all paired lines, then the same for the vertical lines (what ``bench/pooled_gap.py``
+    pools over runs)."""
     from ocrloop.ocr.engine import OcrEngine
 
     engine = OcrEngine(model_dir)
@@ -433,6 +441,7 @@ def direction_pairs(sheets: Sequence[Sheet], images: Sequence[np.ndarray], preds
             "gap_ci95_points": sheet_bootstrap(per_sheet[:, :3], lying_minus_standing) if n else None,
             "read_only_lying": int((ly & ~st).sum()), "read_only_standing": int((st & ~ly).sum()),
             "read_in_neither": int((~ly & ~st).sum()), "only_lying_lines": only_lying,
+            "counts_by_sheet": {s.sheet_id: [int(v) for v in c] for s, c in zip(sheets, per_sheet)},
             # the lines the vertical-recall column counts, read standing (as given) and lying (the
             # sheet turned): equal recalls mean their misses come from the lines, not the direction
             "vertical_lines": {"lines": int(vertical[2]),
@@ -584,13 +593,23 @@ def sheet_bootstrap(counts: np.ndarray, statistic: Callable[[np.ndarray], np.nda
     return [round(float(low), 2), round(float(high), 2)]
 
 
+def gap_points(c: np.ndarray) -> np.ndarray:
+    """Horizontal minus vertical recall in points, float ``[R]``, from summed counts float ``[R, 4]``
+    (horizontal read, horizontal lines, vertical read, vertical lines); NaN/inf where a direction
+    has no line."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 100.0 * (c[:, 0] / c[:, 1] - c[:, 2] / c[:, 3])
+
+
 def direction_gap(sheets: Sequence[Sheet], hits: Sequence[dict[str, list[bool]]]) -> dict:
     """Horizontal minus vertical exact recall (points) and its sheet-bootstrap 95 % interval
     (``sheet_bootstrap``): how far the measured gap can move with a different draw of sheets.
 
     Returns:
-        ``{"points", "ci95_points", "sheets", "sheets_with_vertical", "vertical_lines_by_sheet"}``;
-        ``points`` and ``ci95_points`` are ``None`` without horizontal or vertical lines.
+        ``{"points", "ci95_points", "sheets", "sheets_with_vertical", "vertical_lines_by_sheet",
+        "counts_by_sheet"}``; ``counts_by_sheet`` maps each sheet id to ``[horizontal read,
+        horizontal lines, vertical read, vertical lines]`` (what ``bench/pooled_gap.py`` pools over
+        runs); ``points`` and ``ci95_points`` are ``None`` without horizontal or vertical lines.
     """
     counts = np.zeros((len(sheets), 4))  # horizontal read, horizontal lines, vertical read, vertical lines
     for i, (s, h) in enumerate(zip(sheets, hits)):
@@ -601,15 +620,13 @@ def direction_gap(sheets: Sequence[Sheet], hits: Sequence[dict[str, list[bool]]]
                 counts[i, col] += ok
                 counts[i, col + 1] += 1
 
-    def gap(c: np.ndarray) -> np.ndarray:
-        return 100.0 * (c[:, 0] / c[:, 1] - c[:, 2] / c[:, 3])
-
     total = counts.sum(axis=0, keepdims=True)
     defined = total[0, 1] > 0 and total[0, 3] > 0
-    return {"points": round(float(gap(total)[0]), 2) if defined else None,
-            "ci95_points": sheet_bootstrap(counts, gap) if defined else None,
+    return {"points": round(float(gap_points(total)[0]), 2) if defined else None,
+            "ci95_points": sheet_bootstrap(counts, gap_points) if defined else None,
             "sheets": len(sheets), "sheets_with_vertical": int((counts[:, 3] > 0).sum()),
-            "vertical_lines_by_sheet": {s.sheet_id: int(c[3]) for s, c in zip(sheets, counts) if c[3] > 0}}
+            "vertical_lines_by_sheet": {s.sheet_id: int(c[3]) for s, c in zip(sheets, counts) if c[3] > 0},
+            "counts_by_sheet": {s.sheet_id: [int(v) for v in c] for s, c in zip(sheets, counts)}}
 
 
 def recall_difference(sheets: Sequence[Sheet], ours: Sequence[dict[str, list[bool]]],
@@ -940,7 +957,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--sheets", type=int, default=27, help="at most this many sheets (default 27)")
     ap.add_argument("--per-source", type=int, default=2, help="at most this many sheets per drawing")
     ap.add_argument("--split", choices=SPLITS, default="test",
-                    help="test: the reported pages; dev: the next --per-source pages of each drawing, for tuning")
+                    help="test: the reported pages; dev: the next --per-source pages of each drawing, for tuning; "
+                    "holdout: the pages after the 6th of each drawing, never tuned on")
     ap.add_argument("--rows", default="all", help="comma-separated row keys or 'all': served, engine, engine-paddle, "
                     "rapidocr, rapidocr-2, rapidocr-v5, paddleocr-ort, paddleocr-paddle")
     ap.add_argument("--no-sweeps", action="store_true", help="skip the rec batching and thread sweeps")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bench.ocr_serving import Sheet, direction_gap, recall_difference, sheet_bootstrap
+from bench.pooled_gap import pool, pool_pairs
 
 
 def gap(c: np.ndarray) -> np.ndarray:
@@ -91,9 +92,51 @@ def test_direction_gap_counts_lines_by_direction_and_sheet() -> None:
     assert out["points"] == pytest.approx(100 * (11 / 12 - 3 / 4), abs=0.01)
     assert out["sheets"] == 3 and out["sheets_with_vertical"] == 2
     assert out["vertical_lines_by_sheet"] == {"a": 2, "c": 2}
+    assert out["counts_by_sheet"] == {"a": [3, 4, 1, 2], "b": [2, 2, 0, 0], "c": [6, 6, 2, 2]}
     assert out["ci95_points"][0] <= out["points"] <= out["ci95_points"][1]
     none = direction_gap([_sheet("b", [0, 0])], [{"exact": [True, False]}])
     assert none["points"] is None and none["ci95_points"] is None
+
+
+def _run(split: str, sheets: list[Sheet], rows: dict[str, list[dict]]) -> dict:
+    return {"sheets": {"split": split, "count": len(sheets)},
+            "rows": [{"key": k, "name": k, "direction_gap": direction_gap(sheets, hits)} for k, hits in rows.items()]}
+
+
+def test_pooled_gap_sums_disjoint_runs_and_refuses_overlap() -> None:
+    a = [_sheet("t1", [0] * 10 + [90] * 10), _sheet("t2", [0] * 10)]
+    b = [_sheet("h1", [0] * 20 + [-90] * 20)]
+    test = _run("test", a, {"engine": [{"exact": [True] * 10 + [True] * 5 + [False] * 5}, {"exact": [True] * 9 + [False]}],
+                            "other": [{"exact": [False] * 20}, {"exact": [False] * 10}]})
+    holdout = _run("holdout", b, {"engine": [{"exact": [True] * 20 + [True] * 19 + [False]}]})
+    out = pool([test, holdout])
+    assert list(out) == ["engine"]  # only rows that every run has
+    runs, pooled = out["engine"]["runs"], out["engine"]["pooled"]
+    assert [r["gap_points"] for r in runs] == [45.0, 5.0]  # 19/20 − 5/10, 20/20 − 19/20
+    # pooled: horizontal 39 of 40, vertical 24 of 30
+    assert (pooled["horizontal_lines"], pooled["vertical_lines"], pooled["sheets"]) == (40, 30, 3)
+    assert pooled["gap_points"] == pytest.approx(100 * (39 / 40 - 24 / 30), abs=0.01)
+    assert pooled["ci95_points"][0] <= pooled["gap_points"] <= pooled["ci95_points"][1]
+    with pytest.raises(ValueError, match="repeats sheets"):
+        pool([test, test])
+    del holdout["rows"][0]["direction_gap"]["counts_by_sheet"]
+    with pytest.raises(ValueError, match="counts_by_sheet"):
+        pool([test, holdout])
+
+
+def test_pooled_direction_pairs_sum_per_sheet_counts() -> None:
+    # per sheet: standing read, lying read, lines (all paired lines), then the same for vertical lines
+    test = {"direction_pairs": {"counts_by_sheet": {"t1": [8, 9, 10, 4, 5, 5], "t2": [10, 10, 10, 0, 0, 0]}}}
+    holdout = {"direction_pairs": {"counts_by_sheet": {"h1": [15, 14, 20, 5, 4, 10]}}}
+    out = pool_pairs([test, holdout])
+    assert out["runs"][0]["all"]["lying_minus_standing_points"] == pytest.approx(5.0)  # 19 vs 18 of 20
+    assert out["runs"][1]["vertical"]["lying_minus_standing_points"] == pytest.approx(-10.0)
+    pooled = out["pooled"]
+    assert (pooled["all"]["lines"], pooled["all"]["standing"], pooled["all"]["lying"]) == (40, 0.825, 0.825)
+    assert pooled["vertical"]["lines"] == 15 and pooled["vertical"]["lying_minus_standing_points"] == pytest.approx(0.0)
+    low, high = pooled["all"]["ci95_points"]
+    assert low <= 0.0 <= high
+    assert pool_pairs([test, {"direction_pairs": {}}]) is None
 
 
 def test_recall_difference_is_paired() -> None:
