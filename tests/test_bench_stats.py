@@ -8,12 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.ocr_serving import Sheet, direction_gap, recall_difference, sheet_bootstrap
+from bench.ocr_serving import Sheet, direction_gap, gap_points as gap, recall_difference, sheet_bootstrap
 from bench.pooled_gap import pool, pool_pairs
-
-
-def gap(c: np.ndarray) -> np.ndarray:
-    return 100.0 * (c[:, 0] / c[:, 1] - c[:, 2] / c[:, 3])
 
 
 def test_identical_sheets_give_a_point_interval() -> None:
