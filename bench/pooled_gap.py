@@ -33,6 +33,11 @@ sys.path.insert(0, str(ROOT))
 from bench.ocr_serving import gap_points, lying_minus_standing, sheet_bootstrap  # noqa: E402
 
 
+def _counts(by_sheet: dict[str, list[int]], width: int) -> np.ndarray:
+    """A ``counts_by_sheet`` mapping as float ``[S, width]``."""
+    return np.array(list(by_sheet.values()), dtype=np.float64).reshape(-1, width)
+
+
 def summarise(counts: np.ndarray) -> dict:
     """Recall and gap of per-sheet counts float ``[S, 4]`` (horizontal read, horizontal lines,
     vertical read, vertical lines): ``{"sheets", "horizontal", "vertical", "horizontal_lines",
@@ -63,8 +68,7 @@ def pool_pairs(runs: Sequence[dict]) -> dict | None:
     ``None`` when a run has no ``direction_pairs.counts_by_sheet``."""
     if not all("counts_by_sheet" in (run.get("direction_pairs") or {}) for run in runs):
         return None
-    per_run = [np.array(list(run["direction_pairs"]["counts_by_sheet"].values()), dtype=np.float64).reshape(-1, 6)
-               for run in runs]
+    per_run = [_counts(run["direction_pairs"]["counts_by_sheet"], 6) for run in runs]
 
     def both(c: np.ndarray) -> dict:
         return {"all": summarise_pairs(c[:, :3]), "vertical": summarise_pairs(c[:, 3:])}
@@ -88,15 +92,13 @@ def pool(runs: Sequence[dict]) -> dict[str, dict]:
         if seen & ids:
             raise ValueError(f"run {i} repeats sheets of an earlier run: {sorted(seen & ids)[:3]}")
         seen |= ids
-    keys = [r["key"] for r in runs[0]["rows"] if all(any(q["key"] == r["key"] for q in run["rows"]) for run in runs)]
+    rows = [{r["key"]: r for r in run["rows"]} for run in runs]
     out: dict[str, dict] = {}
-    for key in keys:
-        per_run = []
-        for run in runs:
-            row = next(q for q in run["rows"] if q["key"] == key)
-            per_run.append(np.array(list(row["direction_gap"]["counts_by_sheet"].values()), dtype=np.float64).reshape(-1, 4))
-        name = next(q for q in runs[0]["rows"] if q["key"] == key)["name"]
-        out[key] = {"name": name, "runs": [summarise(c) for c in per_run], "pooled": summarise(np.concatenate(per_run))}
+    for key, first in rows[0].items():
+        if all(key in by_key for by_key in rows):
+            per_run = [_counts(by_key[key]["direction_gap"]["counts_by_sheet"], 4) for by_key in rows]
+            out[key] = {"name": first["name"], "runs": [summarise(c) for c in per_run],
+                        "pooled": summarise(np.concatenate(per_run))}
     return out
 
 
