@@ -236,6 +236,23 @@ class LoopConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def rec_hyperparameters(self) -> dict[str, Any]:
+        """The rec training recipe as training-job hyperparameters (``ocrloop.model.train.Hyperparameters``
+        field names): budget, LR schedule (warmup a tenth of the steps), frozen layers, the
+        character-balanced sampler at the manifest's replay share and distillation. The job-specific
+        keys (``model_version``, ``parent_version``, ``dataset_versions``, det, gate) are the
+        caller's. Used by the start-training handler and by ``bench/finetuned_sheets.py``, so a
+        benchmarked fine-tune is the one the loop runs."""
+        return {
+            "max_steps": self.max_steps, "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate, "warmup_steps": max(1, self.max_steps // 10),
+            "seed": self.seed, "freeze_bn": "true", "checkpoint_every": max(5, self.max_steps // 4),
+            "freeze": self.freeze, "head_lr_mult": self.head_lr_mult, "sampler": "balanced",
+            "replay_fraction": round(self.replay_ratio / (self.new_ratio + self.replay_ratio), 6),
+            "distill_alpha": self.distill_alpha, "distill_temperature": self.distill_temperature,
+            "distill_rows": self.distill_rows,
+        }
+
 
 @dataclasses.dataclass(frozen=True)
 class Names:

@@ -256,13 +256,7 @@ def start_training(rt: Runtime, version: str) -> dict[str, Any]:
         "InputMode": "File"})
     versions_used = sorted({s.get("dataset_version", "base") for s in manifest})
     hyper = {
-        "max_steps": rt.config.max_steps, "batch_size": rt.config.batch_size,
-        "learning_rate": rt.config.learning_rate, "warmup_steps": max(1, rt.config.max_steps // 10),
-        "seed": rt.config.seed, "freeze_bn": "true", "checkpoint_every": max(5, rt.config.max_steps // 4),
-        "freeze": rt.config.freeze, "head_lr_mult": rt.config.head_lr_mult, "sampler": "balanced",
-        "replay_fraction": round(rt.config.replay_ratio / (rt.config.new_ratio + rt.config.replay_ratio), 6),
-        "distill_alpha": rt.config.distill_alpha, "distill_temperature": rt.config.distill_temperature,
-        "distill_rows": rt.config.distill_rows,
+        **rt.config.rec_hyperparameters(),
         "model_version": job, "parent_version": parent, "dataset_versions": json.dumps(versions_used),
         "det_steps": rt.config.det_steps if det_on else 0,
         "gate_config": json.dumps({k: v for k, v in rt.config.to_dict().items() if k.startswith("gate_")}),

@@ -360,6 +360,22 @@ def test_hyperparameters_for_continual_training():
             Hyperparameters.from_sagemaker(bad)
 
 
+
+def test_loop_recipe_is_what_the_training_job_reads():
+    """The handler's hyperparameters (``LoopConfig.rec_hyperparameters``) as SageMaker passes them
+    (strings) give the training job the configured recipe, and follow the config when it changes."""
+    from ocrloop.config import LoopConfig
+    from ocrloop.model.train import Hyperparameters
+
+    for cfg in (LoopConfig(), LoopConfig(max_steps=40, new_ratio=3, replay_ratio=1, freeze="none", distill_alpha=0.0)):
+        hp = Hyperparameters.from_sagemaker({k: str(v) for k, v in cfg.rec_hyperparameters().items()})
+        assert (hp.max_steps, hp.batch_size, hp.learning_rate, hp.freeze, hp.head_lr_mult) == (
+            cfg.max_steps, cfg.batch_size, cfg.learning_rate, cfg.freeze, cfg.head_lr_mult)
+        assert hp.replay_fraction == pytest.approx(cfg.replay_ratio / (cfg.new_ratio + cfg.replay_ratio))
+        assert (hp.distill_alpha, hp.distill_temperature, hp.distill_rows, hp.sampler) == (
+            cfg.distill_alpha, cfg.distill_temperature, cfg.distill_rows, "balanced")
+        assert 1 <= hp.warmup_steps <= max(1, cfg.max_steps // 10)
+
 def test_symbol_lines_use_fonts_that_draw_every_symbol():
     from ocrloop.model.continual import DRAWING_SYMBOLS
     from ocrloop.model.symbols import candidate_fonts, font_coverage, fonts_for, render_symbol_lines, symbol_texts
