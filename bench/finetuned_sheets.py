@@ -20,16 +20,20 @@ a line of the drawing it is scored on:
    that did not train on the page's drawing. The det model is v0's in both.
 
 Reported per page set (test, held-out, both): exact recall, horizontal and vertical recall, the
-horizontal − vertical gap with its 95 % interval over sheets (``direction_gap``), and the
-fine-tuned − v0 recall difference with its paired 95 % interval (``recall_difference``); also per
-fold (the sources, the job's own gate metrics and the pages it read). v0's reading must repeat
+horizontal − vertical gap with its 95 % interval over sheets (``direction_gap``), misses by cause,
+and the fine-tuned − v0 recall difference with its paired 95 % interval (``recall_difference``),
+with the lines only one model reads (``changed_lines``); the fine-tuned models' direction pairs
+(``direction_pairs``: every page read again turned by 90°, so each line is read standing and
+lying by the same model); also per fold (the sources, the job's own gate metrics and the pages
+it read). v0's reading must repeat
 ``bench/ocr_serving.py``'s engine row line for line (checked: ``v0_matches``), so both scripts
 score the same thing.
 
 Nothing here is timed: both models run the same graph (only weights differ), so speed is
 ``bench/ocr_serving.py``'s. Usage::
 
-    .venv/bin/python bench/finetuned_sheets.py            # 3 folds, ≈ 25 min on 2 cores
+    .venv/bin/python bench/finetuned_sheets.py            # 3 folds: ≈ 40 min on 2 cores (3 jobs of ≈ 11 min)
+    .venv/bin/python bench/finetuned_sheets.py --resume   # the jobs kept, pages read again (≈ 5 min)
     .venv/bin/python bench/finetuned_sheets.py --quick    # 2 folds, 4 steps, 3 pages a set (smoke)
 
 Writes ``bench/results/finetuned_sheets[_quick].json``; job folders live under
@@ -54,8 +58,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.continual import make_job, mixed_manifest, run_job  # noqa: E402
-from bench.ocr_serving import (Sheet, build_sheets, direction_gap, match_sheet, recall_difference,  # noqa: E402
-                               summarize)
+from bench.ocr_serving import (Sheet, build_sheets, direction, direction_pairs, match_sheet,  # noqa: E402
+                               miss_causes, recall_difference, summarize)
+from bench.pooled_gap import summarise_pairs  # noqa: E402
 
 SPLIT_ARGS = {"test": (27, 2), "holdout": (99, 99)}
 """``build_sheets`` arguments (max sheets, per source) of the page sets ``bench/ocr_serving.py``
@@ -108,24 +113,63 @@ def sheet_source(sheet: Sheet) -> str:
     return parts[0]
 
 
-def read_hits(model_dir: Path, sheets: Sequence[Sheet]) -> list[dict[str, list[bool]]]:
-    """``match_sheet`` hits of every sheet read by ``OcrEngine(model_dir)`` (v0's det), in order."""
+Readings = list[tuple[np.ndarray, str]]
+"""One page's readings: ``[(polygon float32 [4, 2] px, text)]``."""
+
+
+def read_pages(model_dir: Path, sheets: Sequence[Sheet]) -> list[Readings]:
+    """Every sheet read by ``OcrEngine(model_dir)`` in-process (v0's det model), in order."""
     from ocrloop.ocr.engine import OcrEngine
 
     engine = OcrEngine(model_dir)
     try:
-        out = []
-        for s in sheets:
-            lines = engine.read(s.load())
-            out.append(match_sheet(s.texts, [(np.asarray(ln.polygon, dtype=np.float32), ln.text) for ln in lines]))
-        return out
+        return [[(np.asarray(ln.polygon, dtype=np.float32), ln.text) for ln in engine.read(s.load())] for s in sheets]
     finally:
         engine.close()
 
 
-def compare(sheets: Sequence[Sheet], base: Sequence[dict], tuned: Sequence[dict]) -> dict:
-    """v0 vs fine-tuned on the same sheets: each one's ``summarize`` figures that matter here and
-    the paired exact-recall difference (points, fine-tuned − v0) with its 95 % interval."""
+def _side(angle_deg: float) -> str | None:
+    d = direction(angle_deg)
+    return "horizontal" if d == "0" else "vertical" if d in ("90", "-90") else None
+
+
+def misses_by_cause(sheets: Sequence[Sheet], preds: Sequence[Readings], hits: Sequence[dict]) -> dict[str, dict[str, int]]:
+    """Exact misses of horizontal and vertical lines by ``miss_causes``'s cause."""
+    out: dict[str, dict[str, int]] = {"horizontal": {}, "vertical": {}}
+    for s, p, h in zip(sheets, preds, hits):
+        for t, cause in zip(s.texts, miss_causes(s.texts, p, h["exact"])):
+            side = _side(t["angle_deg"])
+            if cause and side:
+                out[side][cause] = out[side].get(cause, 0) + 1
+    return out
+
+
+def changed_lines(sheets: Sequence[Sheet], base: Sequence[dict], tuned: Sequence[dict],
+                  tuned_preds: Sequence[Readings]) -> list[dict]:
+    """Lines read exactly by one model only: page, label, direction, which model read it and, for
+    the lines the fine-tuned model lost, why (``miss_causes``)."""
+    out = []
+    for s, hb, ht, p in zip(sheets, base, tuned, tuned_preds):
+        causes = miss_causes(s.texts, p, ht["exact"])
+        for t, a, b, cause in zip(s.texts, hb["exact"], ht["exact"], causes):
+            if a != b:
+                out.append({"sheet": s.sheet_id, "text": t["text"], "direction": direction(t["angle_deg"]),
+                            "read_by": "finetuned" if b else "v0", **({"finetuned_miss": cause} if cause else {})})
+    return out
+
+
+def pairs_summary(counts_by_sheet: Mapping[str, Sequence[int]]) -> dict:
+    """``direction_pairs`` counts pooled over folds (``summarise_pairs``): all paired lines and the
+    vertical ones."""
+    c = np.array(list(counts_by_sheet.values()), dtype=np.float64).reshape(-1, 6)
+    return {"all": summarise_pairs(c[:, :3]), "vertical": summarise_pairs(c[:, 3:])}
+
+
+def compare(sheets: Sequence[Sheet], base: Sequence[dict], tuned: Sequence[dict],
+            base_preds: Sequence[Readings], tuned_preds: Sequence[Readings]) -> dict:
+    """v0 vs fine-tuned on the same sheets (``match_sheet`` hits and the readings, per sheet):
+    each one's ``summarize`` figures that matter here and misses by cause, the paired exact-recall
+    difference (points, fine-tuned − v0) with its 95 % interval, and the lines only one reads."""
     def brief(hits):
         s = summarize(sheets, hits)
         return {"recall_exact": s["recall_exact"], "horizontal": s["horizontal"]["exact"], "vertical": s["vertical"]["exact"],
@@ -133,6 +177,8 @@ def compare(sheets: Sequence[Sheet], base: Sequence[dict], tuned: Sequence[dict]
                                                                       "counts_by_sheet")}}
 
     b, t = brief(base), brief(tuned)
+    b["misses_by_cause"] = misses_by_cause(sheets, base_preds, base)
+    t["misses_by_cause"] = misses_by_cause(sheets, tuned_preds, tuned)
     n = sum(len(s.texts) for s in sheets)
     read_b = sum(sum(h["exact"]) for h in base)
     read_t = sum(sum(h["exact"]) for h in tuned)
@@ -141,7 +187,8 @@ def compare(sheets: Sequence[Sheet], base: Sequence[dict], tuned: Sequence[dict]
             "difference_points": round(100.0 * (read_t - read_b) / n, 2) if n else None,
             "difference_ci95_points": recall_difference(sheets, tuned, base),
             "lines_read": {"both": both, "only_finetuned": read_t - both, "only_v0": read_b - both,
-                           "neither": n - read_t - read_b + both}}
+                           "neither": n - read_t - read_b + both},
+            "changed_lines": changed_lines(sheets, base, tuned, tuned_preds)}
 
 
 def _num(x: float | None, spec: str) -> str:
@@ -163,6 +210,13 @@ def table(sets: Mapping[str, dict]) -> str:
             out.append(f"| {split} ({r['sheets']}) | {r['lines']} | {label} | {_num(m['recall_exact'], '.3f')} | "
                        f"{_num(m['horizontal']['recall'], '.3f')} | {_num(m['vertical']['recall'], '.3f')} "
                        f"({m['vertical']['lines']}) | {_num(gap['points'], '+.1f')}{_interval(gap['ci95_points'])} | {diff} |")
+    out += ["", "| pages | fine-tuned, the same lines standing and lying | lines | standing | lying | lying − standing, 95 % |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for split, r in sets.items():
+        for part in ("all", "vertical"):
+            q = r["finetuned_direction_pairs"][part]
+            out.append(f"| {split} ({r['sheets']}) | {part} lines | {q['lines']} | {_num(q['standing'], '.3f')} | "
+                       f"{_num(q['lying'], '.3f')} | {_num(q['lying_minus_standing_points'], '+.2f')}{_interval(q['ci95_points'])} |")
     return "\n".join(out)
 
 
@@ -200,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           + ", ".join(f"{f}: {sum(counts[s] for s in folds if folds[s] == f)} lines / "
                       f"{sum(1 for s in folds if folds[s] == f)} drawings" for f in range(folds_k)), flush=True)
 
-    data = work / "data"
+    data = work / f"data-pool{args.pool}-old{args.old}-seed{config.seed}"  # built once per size and seed
     if not (data / "old_test" / "manifest.jsonl").is_file() or not (data / "pool" / "manifest.jsonl").is_file():
         pool, old_test, base_report = base_sets(args.pool, args.old, config.seed)
         write_channel(data / "pool", pool, "base")
@@ -246,19 +300,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             reference[split] = next((r for r in rows_ if r.get("key") == "engine"), None)
 
     sets: dict[str, dict] = {}
-    all_sheets, all_base, all_tuned = [], [], []
+    every: dict[str, list] = {"sheets": [], "base": [], "tuned": [], "base_preds": [], "tuned_preds": []}
+    pair_counts: dict[str, list[int]] = {}
     for split, (max_sheets, per_source) in SPLIT_ARGS.items():
         sheets = build_sheets(3 if args.quick else max_sheets, per_source, split)
-        base = read_hits(v0_dir, sheets)
-        tuned: list[dict] = [{}] * len(sheets)
+        base_preds = read_pages(v0_dir, sheets)
+        tuned_preds: list[Readings | None] = [None] * len(sheets)
+        split_pairs: dict[str, list[int]] = {}
         for f in range(folds_k):
             idx = [i for i, s in enumerate(sheets) if folds.get(sheet_source(s)) == f]
-            for i, h in zip(idx, read_hits(Path(jobs[f]["model_dir"]), [sheets[i] for i in idx])):
-                tuned[i] = h
-        missing = [s.sheet_id for s, h in zip(sheets, tuned) if not h]
+            part = [sheets[i] for i in idx]
+            if not part:
+                continue
+            model_dir = Path(jobs[f]["model_dir"])
+            preds = read_pages(model_dir, part)
+            for i, p in zip(idx, preds):
+                tuned_preds[i] = p
+            # the same lines read lying and standing by this fold's model (bench/ocr_serving.py's pairs)
+            split_pairs.update(direction_pairs(part, [s.load() for s in part], preds, model_dir)["counts_by_sheet"])
+        missing = [s.sheet_id for s, p in zip(sheets, tuned_preds) if p is None]
         if missing:
             raise RuntimeError(f"pages of drawings outside every fold: {missing}")
-        result = compare(sheets, base, tuned)
+        base = [match_sheet(s.texts, p) for s, p in zip(sheets, base_preds)]
+        tuned = [match_sheet(s.texts, p) for s, p in zip(sheets, tuned_preds)]
+        result = compare(sheets, base, tuned, base_preds, tuned_preds)
+        result["finetuned_direction_pairs"] = {**pairs_summary(split_pairs), "counts_by_sheet": split_pairs}
         result["pages_by_fold"] = {str(f): sum(folds[sheet_source(s)] == f for s in sheets) for f in range(folds_k)}
         ref = reference.get(split)
         if ref and not args.quick:
@@ -266,12 +332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["v0_matches"] = (ref["recall_exact"] == result["v0"]["recall_exact"] and ref["direction_gap"]["counts_by_sheet"]
                                     == result["v0"]["direction_gap"]["counts_by_sheet"])
         sets[split] = result
-        all_sheets += sheets
-        all_base += base
-        all_tuned += tuned
+        pair_counts.update(split_pairs)
+        for key, value in (("sheets", sheets), ("base", base), ("tuned", tuned), ("base_preds", base_preds),
+                           ("tuned_preds", tuned_preds)):
+            every[key] += value
         print(f"[{time.strftime('%H:%M:%S')}] {split}: {result['sheets']} pages, {result['lines']} lines: "
               f"v0 {result['v0']['recall_exact']} → fine-tuned {result['finetuned']['recall_exact']}", flush=True)
-    sets["both"] = compare(all_sheets, all_base, all_tuned)
+    sets["both"] = compare(every["sheets"], every["base"], every["tuned"], every["base_preds"], every["tuned_preds"])
+    sets["both"]["finetuned_direction_pairs"] = pairs_summary(pair_counts)
 
     print("\n" + table(sets))
     out = {
