@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.continual import make_job, mixed_manifest, run_job  # noqa: E402
 from bench.ocr_serving import (Sheet, build_sheets, direction, direction_pairs, match_sheet,  # noqa: E402
-                               miss_causes, recall_difference, summarize)
+                               miss_causes, misses_by_cause, recall_difference, summarize)
 from bench.pooled_gap import summarise_pairs  # noqa: E402
 
 SPLIT_ARGS = {"test": (27, 2), "holdout": (99, 99)}
@@ -128,22 +128,6 @@ def read_pages(model_dir: Path, sheets: Sequence[Sheet]) -> list[Readings]:
         engine.close()
 
 
-def _side(angle_deg: float) -> str | None:
-    d = direction(angle_deg)
-    return "horizontal" if d == "0" else "vertical" if d in ("90", "-90") else None
-
-
-def misses_by_cause(sheets: Sequence[Sheet], preds: Sequence[Readings], hits: Sequence[dict]) -> dict[str, dict[str, int]]:
-    """Exact misses of horizontal and vertical lines by ``miss_causes``'s cause."""
-    out: dict[str, dict[str, int]] = {"horizontal": {}, "vertical": {}}
-    for s, p, h in zip(sheets, preds, hits):
-        for t, cause in zip(s.texts, miss_causes(s.texts, p, h["exact"])):
-            side = _side(t["angle_deg"])
-            if cause and side:
-                out[side][cause] = out[side].get(cause, 0) + 1
-    return out
-
-
 def changed_lines(sheets: Sequence[Sheet], base: Sequence[dict], tuned: Sequence[dict],
                   tuned_preds: Sequence[Readings]) -> list[dict]:
     """Lines read exactly by one model only: page, label, direction, which model read it and, for
@@ -177,8 +161,8 @@ def compare(sheets: Sequence[Sheet], base: Sequence[dict], tuned: Sequence[dict]
                                                                       "counts_by_sheet")}}
 
     b, t = brief(base), brief(tuned)
-    b["misses_by_cause"] = misses_by_cause(sheets, base_preds, base)
-    t["misses_by_cause"] = misses_by_cause(sheets, tuned_preds, tuned)
+    b["misses_by_cause"] = misses_by_cause(sheets, base_preds, base)[0]
+    t["misses_by_cause"] = misses_by_cause(sheets, tuned_preds, tuned)[0]
     n = sum(len(s.texts) for s in sheets)
     read_b = sum(sum(h["exact"]) for h in base)
     read_t = sum(sum(h["exact"]) for h in tuned)

@@ -395,6 +395,24 @@ def miss_causes(texts: Sequence[dict], preds: Sequence[tuple[np.ndarray, str]], 
     return out
 
 
+def misses_by_cause(sheets: Sequence[Sheet], preds: Sequence[Sequence[tuple[np.ndarray, str]]],
+                    hits: Sequence[dict[str, list[bool]]]) -> tuple[dict[str, dict[str, int]], list[dict]]:
+    """Exact misses of horizontal (0°) and vertical (±90°) lines counted by ``miss_causes``'s cause
+    (``{"horizontal": {cause: n}, "vertical": {…}}``), and the vertical lines missed
+    (``[{"sheet", "text", "cause"}]``). Lines at 180° or other angles are in neither."""
+    causes: dict[str, dict[str, int]] = {"horizontal": {}, "vertical": {}}
+    vertical_missed = []
+    for s, p, h in zip(sheets, preds, hits):
+        for t, cause in zip(s.texts, miss_causes(s.texts, p, h["exact"])):
+            d = direction(t["angle_deg"])
+            group = "vertical" if d in ("90", "-90") else "horizontal" if d == "0" else None
+            if cause is not None and group is not None:
+                causes[group][cause] = causes[group].get(cause, 0) + 1
+                if group == "vertical":
+                    vertical_missed.append({"sheet": s.sheet_id, "text": t["text"], "cause": cause})
+    return causes, vertical_missed
+
+
 def direction_pairs(sheets: Sequence[Sheet], images: Sequence[np.ndarray], preds: Sequence, model_dir: Path) -> dict:
     """The same lines read lying and standing: every sheet is read again turned clockwise by 90°
     (``_rotate``, labels turned with it) by the ocrloop engine, so each label that lies (0°/180°)
@@ -1039,18 +1057,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "filter_found_casefold": filter_found(sheets, row["preds"], fold_v1),
             "unlabelled": unlabelled_readings(sheets, row["preds"]),
         }
-        causes: dict[str, dict[str, int]] = {"horizontal": {}, "vertical": {}}
-        vertical_missed = []
-        for s, p, h in zip(sheets, row["preds"], hits):
-            for t, cause in zip(s.texts, miss_causes(s.texts, p, h["exact"])):
-                d = direction(t["angle_deg"])
-                group = "vertical" if d in ("90", "-90") else "horizontal" if d == "0" else None
-                if cause is not None and group is not None:
-                    causes[group][cause] = causes[group].get(cause, 0) + 1
-                    if group == "vertical":
-                        vertical_missed.append({"sheet": s.sheet_id, "text": t["text"], "cause": cause})
-        summary["misses_by_cause"] = causes
-        summary["vertical_missed"] = vertical_missed
+        summary["misses_by_cause"], summary["vertical_missed"] = misses_by_cause(sheets, row["preds"], hits)
         results.append(summary)
         print(f"[{key}] {summary['sheets_per_s']:.3f} sheets/s, p50 {summary['latency_p50_s']:.2f} s, "
               f"recall exact {summary['recall_exact']:.3f} / ⌀ {summary['recall_diameter']:.3f} / no-space {summary['recall_nospace']:.3f}",

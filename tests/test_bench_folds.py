@@ -56,3 +56,39 @@ def test_page_ids_name_their_drawing() -> None:
     for bad in ("drawing.png", "holdout-abc", "abc-def-01"):
         with pytest.raises(ValueError):
             sheet_source(_sheet(bad))
+
+
+def _box(x: float, y: float, w: float, h: float) -> list[list[float]]:
+    return [[x, y], [x + w, y], [x + w, y + h], [x, y + h]]
+
+
+def test_compare_counts_lines_each_model_reads_and_why_the_other_missed() -> None:
+    import numpy as np
+
+    from bench.finetuned_sheets import compare
+    from bench.ocr_serving import match_sheet, misses_by_cause
+
+    texts = [{"text": "M16x150", "polygon": _box(10, 10, 100, 20), "angle_deg": 0.0},
+             {"text": "Ilosc", "polygon": _box(10, 60, 60, 20), "angle_deg": 0.0},
+             {"text": "50", "polygon": _box(200, 10, 20, 40), "angle_deg": 90.0},
+             {"text": "A", "polygon": _box(300, 10, 20, 20), "angle_deg": 180.0}]
+    sheet = Sheet("holdout-abc-150dpi-01", Path("p.png"), 400, 100, 150, 0, "m", texts)
+
+    def read(*pairs):
+        return [(np.asarray(_box(*box), dtype=np.float32), text) for box, text in pairs]
+
+    v0 = read(((10, 10, 100, 20), "M16×150"), ((10, 60, 60, 20), "Ilosc"), ((200, 10, 20, 40), "50"))
+    tuned = read(((10, 10, 100, 20), "M16x150"), ((10, 60, 60, 20), "llosc"), ((200, 10, 20, 90), "5055"))
+    hv, ht = match_sheet(texts, v0), match_sheet(texts, tuned)
+    assert misses_by_cause([sheet], [v0], [hv]) == (
+        {"horizontal": {"confusable": 1}, "vertical": {}}, [])
+    causes, vertical = misses_by_cause([sheet], [tuned], [ht])
+    assert causes == {"horizontal": {"misread": 1}, "vertical": {"merged": 1}}
+    assert vertical == [{"sheet": sheet.sheet_id, "text": "50", "cause": "merged"}]
+
+    r = compare([sheet], [hv], [ht], [v0], [tuned])
+    assert r["lines_read"] == {"both": 0, "only_finetuned": 1, "only_v0": 2, "neither": 1}
+    assert r["difference_points"] == -25.0
+    assert {(c["text"], c["read_by"], c.get("finetuned_miss")) for c in r["changed_lines"]} == {
+        ("M16x150", "finetuned", None), ("Ilosc", "v0", "misread"), ("50", "v0", "merged")}
+    assert r["v0"]["vertical"] == {"recall": 1.0, "lines": 1} and r["finetuned"]["vertical"] == {"recall": 0.0, "lines": 1}
