@@ -50,7 +50,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -58,9 +58,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.continual import make_job, mixed_manifest, run_job  # noqa: E402
-from bench.ocr_serving import (Sheet, build_sheets, direction, direction_pairs, match_sheet,  # noqa: E402
-                               miss_causes, misses_by_cause, recall_difference, summarize)
-from bench.pooled_gap import summarise_pairs  # noqa: E402
+from bench.ocr_serving import (Sheet, build_sheets, direction, direction_pairs, engine_readings,  # noqa: E402
+                               match_sheet, miss_causes, misses_by_cause, recall_difference, summarize)
+from bench.pooled_gap import counts_array, pairs_summary  # noqa: E402
 
 SPLIT_ARGS = {"test": (27, 2), "holdout": (99, 99)}
 """``build_sheets`` arguments (max sheets, per source) of the page sets ``bench/ocr_serving.py``
@@ -117,13 +117,14 @@ Readings = list[tuple[np.ndarray, str]]
 """One page's readings: ``[(polygon float32 [4, 2] px, text)]``."""
 
 
-def read_pages(model_dir: Path, sheets: Sequence[Sheet]) -> list[Readings]:
-    """Every sheet read by ``OcrEngine(model_dir)`` in-process (v0's det model), in order."""
+def read_pages(model_dir: Path, images: Iterable[np.ndarray]) -> list[Readings]:
+    """Every page (BGR, decoded) read by ``OcrEngine(model_dir)`` in-process (v0's det model), in
+    order; a generator of images keeps one decoded page in memory at a time."""
     from ocrloop.ocr.engine import OcrEngine
 
     engine = OcrEngine(model_dir)
     try:
-        return [[(np.asarray(ln.polygon, dtype=np.float32), ln.text) for ln in engine.read(s.load())] for s in sheets]
+        return [engine_readings(engine, image) for image in images]
     finally:
         engine.close()
 
@@ -140,13 +141,6 @@ def changed_lines(sheets: Sequence[Sheet], base: Sequence[dict], tuned: Sequence
                 out.append({"sheet": s.sheet_id, "text": t["text"], "direction": direction(t["angle_deg"]),
                             "read_by": "finetuned" if b else "v0", **({"finetuned_miss": cause} if cause else {})})
     return out
-
-
-def pairs_summary(counts_by_sheet: Mapping[str, Sequence[int]]) -> dict:
-    """``direction_pairs`` counts pooled over folds (``summarise_pairs``): all paired lines and the
-    vertical ones."""
-    c = np.array(list(counts_by_sheet.values()), dtype=np.float64).reshape(-1, 6)
-    return {"all": summarise_pairs(c[:, :3]), "vertical": summarise_pairs(c[:, 3:])}
 
 
 def compare(sheets: Sequence[Sheet], base: Sequence[dict], tuned: Sequence[dict],
@@ -288,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pair_counts: dict[str, list[int]] = {}
     for split, (max_sheets, per_source) in SPLIT_ARGS.items():
         sheets = build_sheets(3 if args.quick else max_sheets, per_source, split)
-        base_preds = read_pages(v0_dir, sheets)
+        base_preds = read_pages(v0_dir, (s.load() for s in sheets))
         tuned_preds: list[Readings | None] = [None] * len(sheets)
         split_pairs: dict[str, list[int]] = {}
         for f in range(folds_k):
@@ -297,18 +291,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not part:
                 continue
             model_dir = Path(jobs[f]["model_dir"])
-            preds = read_pages(model_dir, part)
+            images = [s.load() for s in part]
+            preds = read_pages(model_dir, images)
             for i, p in zip(idx, preds):
                 tuned_preds[i] = p
             # the same lines read lying and standing by this fold's model (bench/ocr_serving.py's pairs)
-            split_pairs.update(direction_pairs(part, [s.load() for s in part], preds, model_dir)["counts_by_sheet"])
+            split_pairs.update(direction_pairs(part, images, preds, model_dir)["counts_by_sheet"])
+            del images
         missing = [s.sheet_id for s, p in zip(sheets, tuned_preds) if p is None]
         if missing:
             raise RuntimeError(f"pages of drawings outside every fold: {missing}")
         base = [match_sheet(s.texts, p) for s, p in zip(sheets, base_preds)]
         tuned = [match_sheet(s.texts, p) for s, p in zip(sheets, tuned_preds)]
         result = compare(sheets, base, tuned, base_preds, tuned_preds)
-        result["finetuned_direction_pairs"] = {**pairs_summary(split_pairs), "counts_by_sheet": split_pairs}
+        result["finetuned_direction_pairs"] = {**pairs_summary(counts_array(split_pairs, 6)), "counts_by_sheet": split_pairs}
         result["pages_by_fold"] = {str(f): sum(folds[sheet_source(s)] == f for s in sheets) for f in range(folds_k)}
         ref = reference.get(split)
         if ref and not args.quick:
@@ -323,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {split}: {result['sheets']} pages, {result['lines']} lines: "
               f"v0 {result['v0']['recall_exact']} → fine-tuned {result['finetuned']['recall_exact']}", flush=True)
     sets["both"] = compare(every["sheets"], every["base"], every["tuned"], every["base_preds"], every["tuned_preds"])
-    sets["both"]["finetuned_direction_pairs"] = pairs_summary(pair_counts)
+    sets["both"]["finetuned_direction_pairs"] = pairs_summary(counts_array(pair_counts, 6))
 
     print("\n" + table(sets))
     out = {

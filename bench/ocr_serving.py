@@ -413,6 +413,11 @@ def misses_by_cause(sheets: Sequence[Sheet], preds: Sequence[Sequence[tuple[np.n
     return causes, vertical_missed
 
 
+def engine_readings(engine, image: np.ndarray) -> list[tuple[np.ndarray, str]]:
+    """``OcrEngine.read`` of a BGR page as benchmark readings: ``[(polygon float32 [4, 2] px, text)]``."""
+    return [(np.asarray(line.polygon, dtype=np.float32), line.text) for line in engine.read(image)]
+
+
 def direction_pairs(sheets: Sequence[Sheet], images: Sequence[np.ndarray], preds: Sequence, model_dir: Path) -> dict:
     """The same lines read lying and standing: every sheet is read again turned clockwise by 90°
     (``_rotate``, labels turned with it) by the ocrloop engine, so each label that lies (0°/180°)
@@ -433,7 +438,7 @@ def direction_pairs(sheets: Sequence[Sheet], images: Sequence[np.ndarray], preds
     per_sheet = np.zeros((len(sheets), 6))
     for i, (s, image, p) in enumerate(zip(sheets, images, preds)):
         turned, texts = _rotate(image, s.texts, 90)
-        p2 = [(np.asarray(line.polygon, dtype=np.float32), line.text) for line in engine.read(turned)]
+        p2 = engine_readings(engine, turned)
         h1, h2 = match_sheet(s.texts, p)["exact"], match_sheet(texts, p2)["exact"]
         for t1, t2, a, b in zip(s.texts, texts, h1, h2):
             d1, d2 = direction(t1["angle_deg"]), direction(t2["angle_deg"])
@@ -743,7 +748,7 @@ def engine_runner(model_dir: Path, name: str = "ocrloop engine", concurrency: in
     engine = OcrEngine(model_dir, **kwargs)
 
     def predict(image: np.ndarray, _png: bytes):
-        return [(np.asarray(line.polygon, dtype=np.float32), line.text) for line in engine.read(image)]
+        return engine_readings(engine, image)
 
     weights = "PP-OCRv5 mobile det (ONNX) + ocrloop base rec (" + ("Paddle inference.json" if kwargs.get("engine") == "paddle" else "ONNX") + ")"
     return Runner(name, weights, concurrency, predict, engine.close,

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench.ocr_serving import gap_points, lying_minus_standing, sheet_bootstrap  # noqa: E402
 
 
-def _counts(by_sheet: dict[str, list[int]], width: int) -> np.ndarray:
+def counts_array(by_sheet: dict[str, list[int]], width: int) -> np.ndarray:
     """A ``counts_by_sheet`` mapping as float ``[S, width]``."""
     return np.array(list(by_sheet.values()), dtype=np.float64).reshape(-1, width)
 
@@ -62,18 +62,20 @@ def summarise_pairs(counts: np.ndarray) -> dict:
             "ci95_points": sheet_bootstrap(counts, lying_minus_standing) if n else None}
 
 
+def pairs_summary(counts: np.ndarray) -> dict:
+    """``direction_pairs`` per-sheet counts float ``[S, 6]`` (standing read, lying read, lines for
+    all paired lines, then for the vertical ones) as ``{"all", "vertical"}`` (``summarise_pairs``)."""
+    return {"all": summarise_pairs(counts[:, :3]), "vertical": summarise_pairs(counts[:, 3:])}
+
+
 def pool_pairs(runs: Sequence[dict]) -> dict | None:
     """Direction pairs per run and pooled, for all paired lines and for the vertical lines:
     ``{"runs": [{"all", "vertical"}], "pooled": {"all", "vertical"}}`` (``summarise_pairs``), or
     ``None`` when a run has no ``direction_pairs.counts_by_sheet``."""
     if not all("counts_by_sheet" in (run.get("direction_pairs") or {}) for run in runs):
         return None
-    per_run = [_counts(run["direction_pairs"]["counts_by_sheet"], 6) for run in runs]
-
-    def both(c: np.ndarray) -> dict:
-        return {"all": summarise_pairs(c[:, :3]), "vertical": summarise_pairs(c[:, 3:])}
-
-    return {"runs": [both(c) for c in per_run], "pooled": both(np.concatenate(per_run))}
+    per_run = [counts_array(run["direction_pairs"]["counts_by_sheet"], 6) for run in runs]
+    return {"runs": [pairs_summary(c) for c in per_run], "pooled": pairs_summary(np.concatenate(per_run))}
 
 
 def pool(runs: Sequence[dict]) -> dict[str, dict]:
@@ -96,7 +98,7 @@ def pool(runs: Sequence[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for key, first in rows[0].items():
         if all(key in by_key for by_key in rows):
-            per_run = [_counts(by_key[key]["direction_gap"]["counts_by_sheet"], 4) for by_key in rows]
+            per_run = [counts_array(by_key[key]["direction_gap"]["counts_by_sheet"], 4) for by_key in rows]
             out[key] = {"name": first["name"], "runs": [summarise(c) for c in per_run],
                         "pooled": summarise(np.concatenate(per_run))}
     return out
