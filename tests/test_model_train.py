@@ -205,6 +205,21 @@ def test_optimizer_state_survives_a_restart_with_different_parameter_names(tmp_p
         np.testing.assert_allclose(pa.numpy(), pb.numpy(), rtol=1e-6, atol=1e-7)
 
 
+def test_training_threads_default_to_the_usable_cpus(monkeypatch):
+    import os
+
+    from ocrloop.model.train import TRAIN_THREADS_ENV, InputError, training_threads
+
+    monkeypatch.delenv(TRAIN_THREADS_ENV, raising=False)
+    assert training_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv(TRAIN_THREADS_ENV, " 3 ")
+    assert training_threads() == 3
+    for bad in ("0", "-2", "two", "1.5"):
+        monkeypatch.setenv(TRAIN_THREADS_ENV, bad)
+        with pytest.raises(InputError, match=TRAIN_THREADS_ENV):
+            training_threads()
+
+
 def test_metric_values_print_without_exponent():
     from ocrloop.model.train import format_metric
 

@@ -36,6 +36,7 @@ HP = {
 
 def run_entrypoint(root: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, OCRLOOP_ML_ROOT=str(root), PYTHONPATH=str(REPO))
+    env.pop("OCRLOOP_TRAIN_THREADS", None)  # the job's default: every usable CPU
     return subprocess.run(
         [sys.executable, str(ENTRYPOINT), *args],
         cwd=REPO,
@@ -78,9 +79,21 @@ def test_entrypoint_writes_model_metrics_and_metric_lines(first_run):
     train = metrics["train"]
     assert (train["steps"], train["batch_size"], train["samples_seen"], train["skipped_samples"]) == (2, 4, 8, 0)
     assert train["wall_s"] > 0 and train["cpu_s"] > 0 and train["final_loss"] > 0
+    assert train["cpu_threads"] == len(os.sched_getaffinity(0))  # Paddle's CPU kernels use every usable CPU
     assert metrics["export"]["paddle_onnx_max_abs_diff"] <= 1e-4
     # the validation lines are full of ⌀: its per-character recall is reported
     assert metrics["champion"]["validation"]["char_recall"]["⌀"]["n"] == 3
+    # both models are scored as served (model.onnx under ONNX Runtime); the champion's served model
+    # reads these lines as its Paddle weights do
+    assert metrics["engines"] == {"champion": "onnxruntime", "candidate": "onnxruntime"}
+    from ocrloop.model.export import load_artifact, paddle_probs
+    from ocrloop.model.train import ImageCache, JobPaths, evaluate, read_inputs, with_char_groups
+
+    model, classes = load_artifact(root / "input" / "data" / "model")
+    new_chars = set(metrics["chars"]["new"])
+    for split, samples in read_inputs(JobPaths(root)).eval_sets.items():
+        by_paddle = evaluate(lambda x: paddle_probs(model, x), samples, classes, ImageCache(), 8)
+        assert with_char_groups(by_paddle, new_chars) == metrics["champion"][split]
 
     scraped = metrics_of(proc.stdout)
     # SageMaker MetricDefinitions-style regexes find them
@@ -118,6 +131,7 @@ def test_sigkilled_job_restarted_ends_like_the_uninterrupted_run(tmp_path, first
     assert ref_proc.returncode == 0
     root = make_job_root(tmp_path, base_model_dir, HP)
     env = dict(os.environ, OCRLOOP_ML_ROOT=str(root), PYTHONPATH=str(REPO))
+    env.pop("OCRLOOP_TRAIN_THREADS", None)  # the job's default: every usable CPU
     proc = subprocess.Popen([sys.executable, str(ENTRYPOINT), "train"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = root / "checkpoints" / "step-000001" / "state.json"
@@ -194,6 +208,7 @@ def test_champion_from_model_tar_gz(tmp_path):
     src.mkdir()
     (src / "rec.pdparams").write_bytes(b"weights")
     (src / "dict.txt").write_text("a\n")
+    (src / "model.onnx").write_bytes(b"graph")
     channel = tmp_path / "model"
     channel.mkdir()
     with tarfile.open(channel / "model.tar.gz", "w:gz") as tf:
@@ -201,8 +216,13 @@ def test_champion_from_model_tar_gz(tmp_path):
             tf.add(p, arcname=p.name)
     found = locate_champion(channel, tmp_path / "scratch")
     assert (found / "rec.pdparams").read_bytes() == b"weights"
-    with pytest.raises(InputError):
+    assert locate_champion(src, tmp_path / "scratch1") == src
+    with pytest.raises(InputError, match="neither rec.pdparams nor model.tar.gz"):
         locate_champion(tmp_path / "src" / "..", tmp_path / "scratch2")
+    # the gate scores the champion as served: a folder without its model.onnx is refused
+    (src / "model.onnx").unlink()
+    with pytest.raises(InputError, match="no model.onnx"):
+        locate_champion(src, tmp_path / "scratch3")
 
 
 def test_manifest_paths_must_stay_inside_the_channel(tmp_path):
