@@ -47,7 +47,8 @@ CPU threads: Paddle's CPU kernels run on one thread unless told otherwise (dygra
 thread count to ``training_threads()``: every CPU the process may run on, or env
 ``OCRLOOP_TRAIN_THREADS``. Runs are deterministic for a given count; different counts sum in a
 different order (2 threads vs 1: weights up to 1.2e-4 apart after 40 steps), so the model card
-records the count (``train.cpu_threads``). On 2 cores, 2 threads take 14–16 % less time a step.
+records the count (``train.cpu_threads``). On 2 cores, 2 threads take 14–21 % less time a step
+(bench/README.md, *Continual training*).
 """
 
 from __future__ import annotations
