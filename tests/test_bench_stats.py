@@ -181,3 +181,16 @@ def test_stray_readings_overlap_no_drawn_text() -> None:
     out = unlabelled_readings([sheet], [preds])
     assert (out["readings"], out["stray"], out["predicted"]) == (2, 1, 3)
     assert out["stray_top"] == [["O", 1]] and out["stray_share"] == round(1 / 3, 4)
+
+
+def test_seed_pairs_give_the_mean_difference_and_a_t_interval() -> None:
+    """(c) − (b) per seed: 1, 0, 2 → mean 1, sample sd 1, half-width t(0.975, 2) / √3 = 4.303 / √3."""
+    from bench.continual_seeds import paired
+
+    out = paired([0.5, 0.7, 0.2], [1.5, 0.7, 2.2])
+    assert out["diffs"] == pytest.approx([1.0, 0.0, 2.0])
+    assert out["mean"] == pytest.approx(1.0)
+    assert out["ci95"] == pytest.approx([1 - 4.303 / 3**0.5, 1 + 4.303 / 3**0.5])
+    assert paired([0.5], [0.9])["ci95"] is None  # one seed has no spread
+    same = paired([0.9, 0.8, 0.7, 0.6], [0.9, 0.8, 0.7, 0.6])
+    assert same["mean"] == 0 and same["ci95"] == [0, 0]
