@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -66,11 +67,10 @@ def paired(values_b: list[float], values_c: list[float]) -> dict:
     more than ``len(T975) + 1``)."""
     diffs = [c - b for b, c in zip(values_b, values_c)]
     n = len(diffs)
-    mean = sum(diffs) / n
+    mean = statistics.fmean(diffs)
     if not 2 <= n <= len(T975) + 1:
         return {"mean": mean, "ci95": None, "diffs": diffs}
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    half = T975[n - 2] * sd / math.sqrt(n)
+    half = T975[n - 2] * statistics.stdev(diffs) / math.sqrt(n)
     return {"mean": mean, "ci95": [mean - half, mean + half], "diffs": diffs}
 
 
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     for c in ("new_line_acc", "fresh_symbols_line_acc", "old_drop_pts", "train_cpu_s"):
         b = [per_seed[s]["b"][c] for s in seeds]
         cc = [per_seed[s]["c"][c] for s in seeds]
-        summary[c] = {"b_mean": sum(b) / len(b), "c_mean": sum(cc) / len(cc), "c_minus_b": paired(b, cc)}
+        summary[c] = {"b_mean": statistics.fmean(b), "c_mean": statistics.fmean(cc), "c_minus_b": paired(b, cc)}
     summary["gate_passes"] = {k: sum(per_seed[s][k]["gate_passed"] for s in seeds) for k in ARMS}
     text = table(per_seed, summary)
     print(text)
